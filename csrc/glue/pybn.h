@@ -1,0 +1,59 @@
+/* C glue for the pybpfnet binding: the few things cffi cannot express
+ * (libbpf's varargs print callback) or that must run without Python in the
+ * loop (ring buffer consumption). Everything here is wrapped by
+ * src/pybpfnet/_binding.py; nothing else calls it. */
+#ifndef PYBN_H
+#define PYBN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PYBN_VERSION "0.1.0"
+
+/* Route libbpf's print callback into Python (_pybn_log). Debug lines are
+ * forwarded only while debug is enabled: libbpf prints dozens per load. */
+void pybn_log_install(void);
+void pybn_log_debug(int enabled);
+
+/* A consumer of a BPF_MAP_TYPE_RINGBUF map, reading the mmaped ring. */
+struct pybn_ringbuf;
+struct pybn_ringbuf *pybn_ringbuf_open(int map_fd, uint32_t ring_size);
+void pybn_ringbuf_close(struct pybn_ringbuf *rb);
+/* Copy committed records into out and advance the consumer position.
+ * rec_size > 0: each record is written as exactly rec_size bytes (zero
+ *   padded when shorter; *mismatch counts records whose length differed).
+ * rec_size == 0: each record is written as a u32 length, then the data,
+ *   padded to 4 bytes.
+ * Stops before a record that does not fit. Returns the number of records;
+ * *used is the number of bytes written to out. */
+long pybn_ringbuf_consume(struct pybn_ringbuf *rb, char *out, size_t outsz,
+                          uint32_t rec_size, size_t *used, uint64_t *mismatch);
+/* Bytes committed and not yet consumed (0 when empty). */
+uint64_t pybn_ringbuf_avail(struct pybn_ringbuf *rb);
+
+/* Collect up to max keys with BPF_MAP_GET_NEXT_KEY starting at the first
+ * key; returns the count or -errno. Iteration is bounded by max so a map
+ * mutated concurrently can never loop forever. */
+long pybn_map_keys(int fd, uint32_t key_size, char *out, uint32_t max);
+
+/* Raw BPF_LINK_CREATE for attach types newer than the system libbpf
+ * (tcx: 46/47 on kernel >= 6.6). Returns the link fd or -errno. */
+int pybn_link_create_raw(int prog_fd, int target_fd, uint32_t attach_type,
+                         uint32_t flags, uint32_t relative_fd_or_id,
+                         uint64_t expected_revision);
+
+#endif
+
+/* ---- fast single-element map access -----------------------------------
+ * Integer keys and values pass by value, so nothing is shared between
+ * threads (cffi releases the GIL during the syscall). The errno of the
+ * last call on this thread is kept for pybn_last_err(). */
+int pybn_last_err(void);
+/* Integer key/value (sizes 1, 2, 4 or 8, host byte order). Returns the
+ * value, or 0 with pybn_last_err() set on failure. EOVERFLOW: key out of
+ * range for key_size. */
+uint64_t pybn_lookup_int(int fd, uint64_t key, uint32_t key_size,
+                         uint32_t value_size);
+int pybn_update_int(int fd, uint64_t key, uint32_t key_size, uint64_t value,
+                    uint32_t value_size, uint64_t flags);
+int pybn_delete_int(int fd, uint64_t key, uint32_t key_size);

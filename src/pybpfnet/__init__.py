@@ -1,0 +1,37 @@
+"""pybpfnet: a Python SDK for programmable Linux data planes.
+
+Load precompiled CO-RE BPF objects, use their maps as typed Python mappings,
+run programs on packets, and attach them. The phases follow libbpf:
+``open()`` -> (modify the spec) -> ``load()`` -> attach.
+"""
+
+from pybpfnet._version import __version__
+from pybpfnet._errors import (BpfError, BpfPermissionError, CodecError, MapKeyError,
+                              NotSupportedError, ObjectFormatError, VerifierError)
+from pybpfnet._map import (ArrayMap, ArrayOfMaps, CpuMap, DevMap, DevMapHash, HashMap,
+                           HashOfMaps, LpmTrieMap, LruHashMap, LruPerCpuHashMap, Map,
+                           MapType, PerCpuArrayMap, PerCpuHashMap, ProgArray, QueueMap,
+                           StackMap, UpdateFlags, XskMap, possible_cpus, sum_values)
+from pybpfnet._ringbuf import RingBuf, RingBufPoller
+from pybpfnet._program import (AttachType, Program, ProgramType, TcAction, TestRunResult,
+                               XdpAction)
+from pybpfnet._object import (BpfObject, MapSpec, ObjectSpec, ProgramSpec, bundled, load,
+                              load_bundled, open, open_bundled)
+
+__all__ = [
+    "__version__",
+    # objects
+    "open", "load", "load_bundled", "open_bundled", "bundled",
+    "ObjectSpec", "MapSpec", "ProgramSpec", "BpfObject",
+    # maps
+    "Map", "MapType", "UpdateFlags", "HashMap", "ArrayMap", "PerCpuHashMap",
+    "PerCpuArrayMap", "LruHashMap", "LruPerCpuHashMap", "LpmTrieMap", "ProgArray",
+    "DevMap", "DevMapHash", "CpuMap", "XskMap", "QueueMap", "StackMap",
+    "ArrayOfMaps", "HashOfMaps", "RingBuf", "RingBufPoller", "possible_cpus",
+    "sum_values",
+    # programs
+    "Program", "ProgramType", "AttachType", "XdpAction", "TcAction", "TestRunResult",
+    # errors
+    "BpfError", "BpfPermissionError", "MapKeyError", "VerifierError",
+    "NotSupportedError", "ObjectFormatError", "CodecError",
+]

@@ -1,0 +1,240 @@
+"""Loaded BPF programs: identity, pinning and test runs."""
+
+import enum
+import errno as _errno
+
+import attrs
+
+from pybpfnet import _binding as _b
+from pybpfnet._errors import BpfError
+from pybpfnet._map import FdHandle, _creation_site
+
+__all__ = ["ProgramType", "AttachType", "XdpAction", "TcAction",
+           "TestRunResult", "Program"]
+
+
+class ProgramType(enum.IntEnum):
+    """``enum bpf_prog_type`` (include/uapi/linux/bpf.h)."""
+    UNSPEC = 0
+    SOCKET_FILTER = 1
+    KPROBE = 2
+    SCHED_CLS = 3
+    SCHED_ACT = 4
+    TRACEPOINT = 5
+    XDP = 6
+    PERF_EVENT = 7
+    CGROUP_SKB = 8
+    CGROUP_SOCK = 9
+    LWT_IN = 10
+    LWT_OUT = 11
+    LWT_XMIT = 12
+    SOCK_OPS = 13
+    SK_SKB = 14
+    CGROUP_DEVICE = 15
+    SK_MSG = 16
+    RAW_TRACEPOINT = 17
+    CGROUP_SOCK_ADDR = 18
+    LWT_SEG6LOCAL = 19
+    LIRC_MODE2 = 20
+    SK_REUSEPORT = 21
+    FLOW_DISSECTOR = 22
+    CGROUP_SYSCTL = 23
+    RAW_TRACEPOINT_WRITABLE = 24
+    CGROUP_SOCKOPT = 25
+    TRACING = 26
+    STRUCT_OPS = 27
+    EXT = 28
+    LSM = 29
+    SK_LOOKUP = 30
+    SYSCALL = 31
+    NETFILTER = 32
+
+
+class AttachType(enum.IntEnum):
+    """``enum bpf_attach_type`` (the values pybpfnet uses by name)."""
+    CGROUP_INET_INGRESS = 0
+    CGROUP_INET_EGRESS = 1
+    CGROUP_INET_SOCK_CREATE = 2
+    CGROUP_SOCK_OPS = 3
+    CGROUP_DEVICE = 6
+    CGROUP_INET4_BIND = 8
+    CGROUP_INET6_BIND = 9
+    CGROUP_INET4_CONNECT = 10
+    CGROUP_INET6_CONNECT = 11
+    CGROUP_UDP4_SENDMSG = 14
+    CGROUP_UDP6_SENDMSG = 15
+    CGROUP_SYSCTL = 18
+    CGROUP_UDP4_RECVMSG = 19
+    CGROUP_UDP6_RECVMSG = 20
+    CGROUP_GETSOCKOPT = 21
+    CGROUP_SETSOCKOPT = 22
+    TRACE_RAW_TP = 23
+    TRACE_FENTRY = 24
+    TRACE_FEXIT = 25
+    MODIFY_RETURN = 26
+    LSM_MAC = 27
+    TRACE_ITER = 28
+    XDP = 37
+    PERF_EVENT = 41
+    TCX_INGRESS = 46
+    TCX_EGRESS = 47
+
+
+class XdpAction(enum.IntEnum):
+    ABORTED = 0
+    DROP = 1
+    PASS = 2
+    TX = 3
+    REDIRECT = 4
+
+
+class TcAction(enum.IntEnum):
+    """TC_ACT_* verdicts of a direct-action classifier."""
+    UNSPEC = -1
+    OK = 0
+    RECLASSIFY = 1
+    SHOT = 2
+    PIPE = 3
+    STOLEN = 4
+    QUEUED = 5
+    REPEAT = 6
+    REDIRECT = 7
+
+
+_VERDICTS = {ProgramType.XDP: XdpAction, ProgramType.SCHED_CLS: TcAction,
+             ProgramType.SCHED_ACT: TcAction}
+
+
+@attrs.frozen
+class TestRunResult:
+    """What BPF_PROG_TEST_RUN reported: the program's return value, the
+    packet as the program left it, the average run time per repetition and
+    the context out (when one was passed). ``verdict`` is an XdpAction or
+    TcAction for those program types, else the raw return value."""
+
+    __test__ = False  # not a pytest test class
+
+    retval: int
+    data: bytes
+    duration_ns: int
+    ctx: bytes = None
+    program_type: int = 0
+
+    @property
+    def verdict(self):
+        enum_cls = _VERDICTS.get(self.program_type)
+        if enum_cls is None:
+            return self.retval
+        signed = self.retval - (1 << 32) if self.retval >> 31 else self.retval
+        try:
+            return enum_cls(signed)
+        except ValueError:
+            return self.retval
+
+
+class Program(FdHandle):
+    """A loaded BPF program. Attach operations (``attach_xdp``, ...) return
+    Links; ``test_run`` runs it on a packet in the kernel."""
+
+    def __init__(self, fd, *, name, type, section="", expected_attach_type=0,
+                 owns_fd=True):
+        self._site = _creation_site()
+        self._fd = fd
+        self._owns_fd = owns_fd
+        self.name = name
+        try:
+            self.type = ProgramType(type)
+        except ValueError:
+            self.type = type
+        self.section = section
+        self.expected_attach_type = expected_attach_type
+
+    def _what(self):
+        return "program %r" % self.name
+
+    def __repr__(self):
+        return "<Program %r %s %s>" % (
+            self.name, getattr(self.type, "name", self.type),
+            "closed" if self._fd < 0 else "fd=%d" % self._fd)
+
+    @classmethod
+    def from_fd(cls, fd, owns_fd=True):
+        try:
+            info = _b.prog_info(fd)
+        except BaseException:
+            if owns_fd:
+                _b.close_fd(fd)
+            raise
+        return cls(fd, name=info["name"], type=info["type"], owns_fd=owns_fd)
+
+    @classmethod
+    def from_pinned(cls, path):
+        """Open a program pinned in bpffs."""
+        return cls.from_fd(_b.get_pinned(path))
+
+    @classmethod
+    def from_id(cls, prog_id):
+        return cls.from_fd(_b.fd_by_id("prog", prog_id))
+
+    def clone(self):
+        """A handle owning its own fd (outlives the object it came from)."""
+        p = Program(_b.dup(self.fd), name=self.name, type=self.type,
+                    section=self.section,
+                    expected_attach_type=self.expected_attach_type)
+        return p
+
+    def info(self):
+        """The kernel's bpf_prog_info as a dict (id, tag, run counts...)."""
+        return _b.prog_info(self.fd)
+
+    @property
+    def id(self):
+        return self.info()["id"]
+
+    @property
+    def tag(self):
+        return self.info()["tag"]
+
+    def map_ids(self):
+        info = self.info()
+        return _b.prog_map_ids(self.fd, info["nr_map_ids"])
+
+    def pin(self, path):
+        """Pin the program at ``path`` in bpffs."""
+        _b.pin(self.fd, path, "program %r" % self.name)
+
+    def test_run(self, packet=b"", repeat=1, ctx=None, *, data_out_size=None,
+                 flags=0, cpu=0, batch_size=0):
+        """Run the program in the kernel on ``packet`` (bytes or anything with
+        ``__bytes__``, e.g. a scapy packet) ``repeat`` times
+        (BPF_PROG_TEST_RUN). ``ctx``: bytes of the context struct (e.g. an
+        xdp_md with ingress_ifindex). Needs CAP_BPF (CAP_NET_ADMIN for
+        networking programs). Raises BpfError (EINVAL: the program type has
+        no test run or the packet is too short for it)."""
+        if not isinstance(packet, (bytes, bytearray, memoryview)):
+            if hasattr(packet, "__bytes__"):
+                packet = bytes(packet)
+            else:
+                raise TypeError("test_run takes bytes or an object with __bytes__ "
+                                "(e.g. a scapy packet), got %s" % type(packet).__name__)
+        if not isinstance(repeat, int) or repeat < 1:
+            raise ValueError("repeat must be a positive int, got %r" % (repeat,))
+        if ctx is not None and hasattr(ctx, "__bytes__") and not isinstance(ctx, bytes):
+            ctx = bytes(ctx)
+        size = data_out_size or len(packet) + 4096
+        for _ in range(4):
+            try:
+                retval, out, dur, ctx_out = _b.test_run(
+                    self.fd, packet if len(packet) else None, size, ctx,
+                    len(ctx) if ctx is not None else 0, repeat, flags, cpu, batch_size)
+                break
+            except BpfError as e:
+                if e.errno == _errno.ENOSPC and data_out_size is None:
+                    size *= 4
+                    continue
+                raise _b.error(e.errno, "test run of program %r (%d-byte packet)"
+                               % (self.name, len(packet))) from None
+        else:
+            raise BpfError(_errno.ENOSPC, "test run of program %r" % self.name,
+                           "output larger than %d bytes" % size)
+        return TestRunResult(retval, out, dur, ctx_out, int(self.type))
