@@ -340,6 +340,8 @@ def fd_by_id(kind, obj_id):
 # ---------------------------------------------------------------- pins
 
 def pin(fd, path, what):
+    from pybpfnet._fs import ensure_bpffs
+    ensure_bpffs(os.path.dirname(os.path.abspath(path)) or "/")
     check(lib.bpf_obj_pin(fd, os.fsencode(path)),
           lambda: "pin %s at %s" % (what, path))
 

@@ -180,11 +180,13 @@ class Map(FdHandle, collections.abc.MutableMapping):
         self.percpu = self.type in _PERCPU
         self._setup_paths()
 
-    @staticmethod
-    def _pick_codec(codec, size, what):
+    def _pick_codec(self, codec, size, what):
         if size == 0:
             return None
         if codec is None:
+            # without BTF: indexes and fd/ifindex/cpu slots are u32 by ABI
+            if size == 4 and self.type in (_U32_KEYED if what == "key" else _FD_VALUED):
+                return _codec.from_description("u32", what)
             return _codec.RawCodec(size)
         codec = _codec.from_description(codec, what)
         if codec.size != size:
@@ -448,7 +450,7 @@ class Map(FdHandle, collections.abc.MutableMapping):
                 self.key_type.check(key, "")
             if rc == -_errno.ERANGE:
                 self.value_type.check(value, "")
-            self._fail(-rc, "update", key)
+            self._update_error(-rc, key, flags)
         kb = self._encode_key(key)
         vb = self._venc(value)
         rc = _b.update_elem(self._fd, kb, vb, flags)
@@ -767,6 +769,16 @@ class Map(FdHandle, collections.abc.MutableMapping):
         return done
 
 
+_U32_KEYED = frozenset((MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY,
+                        MapType.DEVMAP, MapType.DEVMAP_HASH, MapType.CPUMAP,
+                        MapType.XSKMAP, MapType.ARRAY_OF_MAPS, MapType.PERF_EVENT_ARRAY,
+                        MapType.CGROUP_ARRAY))
+_FD_VALUED = frozenset((MapType.PROG_ARRAY, MapType.DEVMAP, MapType.DEVMAP_HASH,
+                        MapType.CPUMAP, MapType.XSKMAP, MapType.ARRAY_OF_MAPS,
+                        MapType.HASH_OF_MAPS, MapType.PERF_EVENT_ARRAY,
+                        MapType.CGROUP_ARRAY))
+
+
 def _default_size(mtype, what, size):
     if size is not None:
         return size
@@ -959,9 +971,10 @@ class _MapOfMaps(Map):
         fd = value.fd if isinstance(value, Map) else value
         super().set(key, fd, flags)
 
-    def get_map(self, key):
-        """The inner map stored at key, as a new Map handle."""
-        return Map.from_id(self[key])
+    def get_map(self, key, *, key_type=None, value_type=None):
+        """The inner map stored at key, as a new Map handle (types from its
+        BTF, or the given descriptions)."""
+        return Map.from_id(self[key], key=key_type, value=value_type)
 
 
 class ArrayOfMaps(_MapOfMaps):

@@ -28,18 +28,29 @@ _GLOBAL_SECTIONS = (".data", ".rodata", ".bss")
 
 
 class _Named(collections.abc.Mapping):
-    """A read-only name -> item mapping whose misses name the choices."""
+    """A read-only name -> item mapping whose misses name the choices.
+    Items given as zero-argument callables are built on first access (so a
+    load does not pay for codecs nobody uses)."""
 
-    def __init__(self, items, what):
+    def __init__(self, items, what, lazy=False):
         self._items = dict(items)
+        self._lazy = lazy
         self._what = what
 
     def __getitem__(self, name):
         try:
-            return self._items[name]
+            item = self._items[name]
         except KeyError:
             raise KeyError("no %s named %r; there are: %s" % (
                 self._what, name, ", ".join(sorted(self._items)) or "none")) from None
+        if self._lazy and callable(item) and not isinstance(item, type):
+            item = self._items[name] = item()
+        return item
+
+    def built(self):
+        """Items already built (lazy mappings)."""
+        return [v for v in self._items.values() if not callable(v) or isinstance(v, type)
+                or not self._lazy]
 
     def __iter__(self):
         return iter(self._items)
@@ -48,24 +59,39 @@ class _Named(collections.abc.Mapping):
         return len(self._items)
 
     def __repr__(self):
-        return "{%s}" % ", ".join("%r: %r" % kv for kv in self._items.items())
+        return "{%s}" % ", ".join("%r: %r" % (k, self[k]) for k in self._items)
 
 
 class MapSpec:
     """A map as the object declares it. ``max_entries`` and ``flags`` may
     be changed before load."""
 
-    def __init__(self, desc, key_type, value_type):
+    def __init__(self, desc, spec):
+        self._spec = spec
+        self._desc = desc
         self.name = desc["name"]
         self.type = MapType.parse(desc["type"])
         self.key_size = desc["key_size"]
         self.value_size = desc["value_size"]
         self._max_entries = desc["max_entries"]
         self._flags = desc["flags"]
-        self.key_type = key_type
-        self.value_type = value_type
         self.internal = desc["internal"]
+        self.section = None
         self._reuse = None
+
+    @property
+    def key_type(self):
+        """Codec of the key (None: no BTF, keys are bytes)."""
+        return self._spec._codec(self._desc["btf_key_type_id"], self.name, "key",
+                                 self.key_size)
+
+    @property
+    def value_type(self):
+        """Codec of the value (None: no BTF, values are bytes)."""
+        if self.internal:
+            return None
+        return self._spec._codec(self._desc["btf_value_type_id"], self.name, "value",
+                                 self.value_size)
 
     @property
     def max_entries(self):
@@ -215,48 +241,63 @@ class ObjectSpec:
         self._data = bytes(data)
         handle = _b.obj_open(self._data, name)
         try:
-            raw = _b.obj_btf_raw(handle)
-            self.btf = _btf.parse(raw) if raw else None
-            maps, images, variables = {}, {}, {}
+            self._btf_raw = _b.obj_btf_raw(handle)
+            self._btf = None
+            self._globals = None
+            maps, self._init_images = {}, {}
             for m in _b.obj_maps(handle):
                 d = _b.map_desc(m)
-                kc = self._codec(d["btf_key_type_id"], d["name"], "key", d["key_size"])
-                vc = None
-                if not d["internal"]:
-                    vc = self._codec(d["btf_value_type_id"], d["name"], "value",
-                                     d["value_size"])
-                maps[d["name"]] = MapSpec(d, kc, vc)
-                if d["internal"] and self.btf is not None and d["btf_value_type_id"]:
-                    sec = self.btf[d["btf_value_type_id"]]
-                    if sec.kind == _btf.Kind.DATASEC and sec.name.startswith(_GLOBAL_SECTIONS):
-                        init = _b.map_initial_value(m)
-                        images[sec.name] = bytearray(init[:]) if init is not None \
-                            else bytearray(d["value_size"])
-                        maps[d["name"]].section = sec.name
-                        for member in sec.members:
-                            var = self.btf[member.type_id]
-                            if var.kind != _btf.Kind.VAR:
-                                continue
-                            try:
-                                codec = _codec.from_btf(self.btf, var.type_id)
-                            except CodecError:
-                                continue
-                            variables[var.name] = _Var(var.name, sec.name,
-                                                       member.bit_offset // 8, codec)
+                maps[d["name"]] = MapSpec(d, self)
+                if d["internal"] and d["btf_value_type_id"]:
+                    init = _b.map_initial_value(m)
+                    self._init_images[d["name"]] = (
+                        d["btf_value_type_id"],
+                        bytes(init[:]) if init is not None else bytes(d["value_size"]))
             self.maps = _Named(maps, "map")
             self.programs = _Named(((d["name"], ProgramSpec(d)) for d in
                                     map(_b.prog_desc, _b.obj_programs(handle))), "program")
-            self._images = images
-            self.globals = Globals(variables, images, live=False)
         except BaseException:
             _b.obj_close(handle)
             raise
         self._handle = handle  # reused by the first load()
 
+    @property
+    def btf(self):
+        """The object's BTF type model (parsed on first use), or None."""
+        if self._btf is None and self._btf_raw:
+            self._btf = _btf.parse(self._btf_raw)
+        return self._btf
+
+    @property
+    def globals(self):
+        """Global variables of .data/.rodata/.bss by name (initial values)."""
+        if self._globals is None:
+            images, variables = {}, {}
+            btf = self.btf
+            for map_name, (type_id, init) in self._init_images.items():
+                sec = btf[type_id] if btf is not None else None
+                if sec is None or sec.kind != _btf.Kind.DATASEC or \
+                        not sec.name.startswith(_GLOBAL_SECTIONS):
+                    continue
+                images[sec.name] = bytearray(init)
+                self.maps[map_name].section = sec.name
+                for member in sec.members:
+                    var = btf[member.type_id]
+                    if var.kind != _btf.Kind.VAR:
+                        continue
+                    try:
+                        codec = _codec.from_btf(btf, var.type_id)
+                    except CodecError:
+                        continue
+                    variables[var.name] = _Var(var.name, sec.name,
+                                               member.bit_offset // 8, codec)
+            self._globals = Globals(variables, images, live=False)
+        return self._globals
+
     def _codec(self, type_id, map_name, what, size):
         if not size:
             return None
-        if not type_id or self.btf is None:
+        if not type_id or not self._btf_raw:
             return None
         try:
             return _codec.from_btf(self.btf, type_id)
@@ -298,11 +339,10 @@ class ObjectSpec:
                                  flags=spec.flags if spec.flags != d["flags"] else None)
                 if spec._reuse is not None:
                     _b.map_reuse_fd(m, spec._reuse.fd, spec.name)
-                sec = getattr(spec, "section", None)
-                if sec is not None:
+                if self._globals is not None and spec.section is not None:
                     init = _b.map_initial_value(m)
                     if init is not None:
-                        init[:] = bytes(self._images[sec])
+                        init[:] = bytes(self._globals._images[spec.section])
             for p in _b.obj_programs(handle):
                 d = _b.prog_desc(p)
                 ps = self.programs[d["name"]]
@@ -330,21 +370,18 @@ class BpfObject:
         self.spec = spec
         self.name = spec.name
         self._handle = handle
+        self._globals = None
+        self._sections = {}
         maps = {}
-        images = {}
         for m in map_ptrs:
             d = _b.map_desc(m)
-            ms = spec.maps[d["name"]]
             fd = _b.map_fd(m)
-            if ms.internal:
-                sec = getattr(ms, "section", None)
-                if sec is not None and fd >= 0:
-                    images[sec] = _mmap_section(fd, d["value_size"], sec)
-                continue
             if fd < 0:
                 continue
-            maps[d["name"]] = Map._wrap(fd, d, ms.key_type, ms.value_type,
-                                        owns_fd=False, btf=spec.btf)
+            if d["internal"]:
+                self._sections[d["name"]] = (fd, d["value_size"])
+                continue
+            maps[d["name"]] = self._map_factory(fd, d)
         progs = {}
         for p in _b.obj_programs(handle):
             d = _b.prog_desc(p)
@@ -355,9 +392,33 @@ class BpfObject:
                                        section=d["section"],
                                        expected_attach_type=d["expected_attach_type"],
                                        owns_fd=False)
-        self.maps = _Named(maps, "map")
+        self.maps = _Named(maps, "map", lazy=True)
         self.programs = _Named(progs, "program")
-        self.globals = Globals(spec.globals._vars, images, live=True)
+
+    def _map_factory(self, fd, desc):
+        def build():
+            if self._handle is None:
+                raise ValueError("BPF object %r is closed" % self.name)
+            ms = self.spec.maps[desc["name"]]
+            return Map._wrap(fd, desc, ms.key_type, ms.value_type, owns_fd=False,
+                             btf=self.spec._btf)
+        return build
+
+    @property
+    def globals(self):
+        """Live global variables: .data/.bss read and written through the
+        kernel's mmap of the map (.rodata read-only)."""
+        if self._globals is None:
+            if self._handle is None:
+                raise ValueError("BPF object %r is closed" % self.name)
+            spec_globals = self.spec.globals
+            images = {}
+            for map_name, (fd, size) in self._sections.items():
+                sec = self.spec.maps[map_name].section
+                if sec is not None:
+                    images[sec] = _mmap_section(fd, size, sec)
+            self._globals = Globals(spec_globals._vars, images, live=True)
+        return self._globals
 
     @property
     def closed(self):
@@ -369,16 +430,17 @@ class BpfObject:
         h, self._handle = self._handle, None
         if h is None:
             return
-        for m in self.maps.values():
-            if hasattr(m, "_consumer") and m._consumer is not None:
+        for m in self.maps.built():
+            if getattr(m, "_consumer", None) is not None:
                 m._consumer.close()
                 m._consumer = None
             m._fd = -1
         for p in self.programs.values():
             p._fd = -1
-        for img in self.globals._images.values():
-            img.close()
-        self.globals._images.clear()
+        if self._globals is not None:
+            for img in self._globals._images.values():
+                img.close()
+            self._globals._images.clear()
         _b.obj_close(h)
 
     def __enter__(self):
