@@ -46,6 +46,8 @@ class Codec:
     nitems = 1
     #: flatten() returns its argument unchanged
     identity_flatten = False
+    #: flatten() returns one item (not a sequence of items)
+    flat_scalar = True
 
     # -- compiled top level ------------------------------------------------
     def _compile(self):
@@ -69,7 +71,7 @@ class Codec:
             def decode(buf, offset=0):
                 return build(unpack_from(buf, offset))
 
-        if self.nitems == 1:
+        if self.flat_scalar:
             def encode(value):
                 try:
                     return pack(flatten(value))
@@ -346,6 +348,7 @@ class ArrayCodec(Codec):
         self.n = n
         self.size = elem.size * n
         self.c_type = "%s[%d]" % (elem.c_type, n)
+        self.flat_scalar = False
         if elem.fmt is not None:
             self.fmt = elem.fmt * n
             self.nitems = elem.nitems * n
@@ -355,7 +358,7 @@ class ArrayCodec(Codec):
         if len(value) != self.n:
             self.check(value, "")
         ef = self.elem.flatten
-        if self.elem.nitems == 1:
+        if self.elem.flat_scalar:
             if self.elem.identity_flatten:
                 return tuple(value)
             return tuple(ef(v) for v in value)
@@ -479,6 +482,7 @@ class StructCodec(Codec):
         if flat_ok:
             self.fmt = "".join(fmt)
             self.nitems = items
+            self.flat_scalar = False
             simple = all(f.codec.nitems == 1 and f.codec.build_items() is None
                          for f in self.fields)
             ns = {"_new": _tuple_new, "C": cls}
@@ -493,6 +497,7 @@ class StructCodec(Codec):
         else:
             self.fmt = "%ds" % self.size
             self.nitems = 1
+            self.flat_scalar = True
             slow = self._decode_slow
             self._build = lambda t: slow(t[0])
             self._simple = False
@@ -514,7 +519,7 @@ class StructCodec(Codec):
     def _compile_flatten(self):
         cls = self.py_type
         coerce = self._coerce
-        if self.nitems == 1 and self.fmt.endswith("s") and self.fmt != "0s":
+        if self.flat_scalar:
             enc = self._encode_slow
 
             def flatten(value):
@@ -531,7 +536,7 @@ class StructCodec(Codec):
         ns = {"C": cls, "coerce": coerce}
         for i, f in enumerate(self.fields):
             ns["f%d" % i] = f.codec.flatten
-            if f.codec.nitems == 1:
+            if f.codec.flat_scalar:
                 parts.append("f%d(v[%d])" % (i, i))
             else:
                 parts.append("*f%d(v[%d])" % (i, i))
@@ -546,7 +551,7 @@ class StructCodec(Codec):
         return self._build
 
     def build_expr(self, items):
-        if self.nitems == 1 and self.fmt.endswith("s"):
+        if self.flat_scalar:
             return "_build_%d((%s,))" % (id(self), items[0])
         return "_build_%d((%s,))" % (id(self), ", ".join(items))
 
@@ -627,8 +632,7 @@ class StructCodec(Codec):
 
     def numpy_dtype(self):
         import numpy as np
-        if self._bitfields or not self.fmt or self.fmt.endswith("s") and self.nitems == 1 \
-                and self.fields and self.fields[0].codec.size != self.size:
+        if self.flat_scalar:
             return np.dtype("V%d" % self.size)
         return np.dtype({"names": self.field_names,
                          "formats": [f.codec.numpy_dtype() for f in self.fields],
@@ -675,7 +679,7 @@ class UnionCodec(StructCodec):
                 raise CodecError("%s has no member %r; its members are %s" % (
                     self.c_type, name, ", ".join(self.field_names)))
             return self.fields[self.field_names.index(name)], v, name
-        if isinstance(value, self.py_type):
+        if isinstance(value, tuple) and len(value) == len(self.fields):
             i = max(range(len(self.fields)), key=lambda i: self.fields[i].codec.size)
             return self.fields[i], value[i], self.field_names[i]
         raise CodecError("%s: expected %s or a dict of one member, got %r" % (

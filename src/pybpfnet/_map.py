@@ -13,6 +13,7 @@ import ipaddress
 import os
 import socket
 import sys
+import typing
 import warnings
 
 from pybpfnet import _binding as _b
@@ -81,6 +82,7 @@ class MapType(enum.IntEnum):
 
 
 class UpdateFlags(enum.IntFlag):
+    """Flags of a map update (BPF_ANY/NOEXIST/EXIST/F_LOCK)."""
     ANY = 0       # create or replace
     NOEXIST = 1   # create only
     EXIST = 2     # replace only
@@ -149,7 +151,11 @@ class FdHandle:
             self.close()
 
 
-class Map(FdHandle, collections.abc.MutableMapping):
+K = typing.TypeVar("K")
+V = typing.TypeVar("V")
+
+
+class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
     """A live BPF map: ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m``,
     ``len(m)``, iteration, ``items()``, ``get()``, plus batch operations.
 
@@ -840,6 +846,7 @@ class PerCpuHashMap(_PerCpuMixin, Map):
 
 
 class LruPerCpuHashMap(_PerCpuMixin, Map):
+    """BPF_MAP_TYPE_LRU_PERCPU_HASH: per-CPU values, LRU eviction."""
     map_type = MapType.LRU_PERCPU_HASH
 
 
@@ -869,6 +876,7 @@ class ArrayMap(Map):
 
 
 class PerCpuArrayMap(_PerCpuMixin, ArrayMap):
+    """BPF_MAP_TYPE_PERCPU_ARRAY: each value is a list, one per possible CPU."""
     map_type = MapType.PERCPU_ARRAY
 
 
@@ -944,6 +952,7 @@ class DevMap(Map):
 
 
 class DevMapHash(DevMap):
+    """BPF_MAP_TYPE_DEVMAP_HASH: like DevMap with sparse keys."""
     map_type = MapType.DEVMAP_HASH
 
 
@@ -978,10 +987,12 @@ class _MapOfMaps(Map):
 
 
 class ArrayOfMaps(_MapOfMaps):
+    """BPF_MAP_TYPE_ARRAY_OF_MAPS: assign a Map; reading gives the inner map id."""
     map_type = MapType.ARRAY_OF_MAPS
 
 
 class HashOfMaps(_MapOfMaps):
+    """BPF_MAP_TYPE_HASH_OF_MAPS: assign a Map; reading gives the inner map id."""
     map_type = MapType.HASH_OF_MAPS
 
 

@@ -81,6 +81,7 @@ class AttachType(enum.IntEnum):
 
 
 class XdpAction(enum.IntEnum):
+    """XDP program verdicts (enum xdp_action)."""
     ABORTED = 0
     DROP = 1
     PASS = 2
