@@ -94,6 +94,11 @@ _PERCPU = frozenset((MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
 _NCPU = None
 
 
+_tls = _b.ValueBuffer._tls
+_lookup_elem = _b.lookup_elem
+_update_elem = _b.update_elem
+
+
 def possible_cpus():
     """Number of possible CPUs: the length of every per-CPU value list."""
     global _NCPU
@@ -357,10 +362,7 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
 
     # -- element access ---------------------------------------------------
     def _encode_key(self, key):
-        kenc = self._kenc
-        if kenc is None:
-            raise TypeError("%s has no keys" % self._what())
-        return kenc(key)
+        return self._kenc(key)
 
     def _encode_percpu(self, value):
         ncpu = possible_cpus()
@@ -411,9 +413,18 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
             if err == _errno.EOVERFLOW:
                 self.key_type.check(key, "")
             self._fail(err, "look up", key)
-        view = self._lookup_raw(key)
-        if view is None:
-            raise MapKeyError(key, self.name)
+        if self._big:
+            view = self._lookup_raw(key)
+            if view is None:
+                raise MapKeyError(key, self.name)
+            return self._vdec(view)
+        try:
+            c, view = _tls.bv
+        except AttributeError:
+            c, view = _b.ValueBuffer.get()
+        rc = _lookup_elem(self._fd, self._kenc(key), c)
+        if rc:
+            self._fail(-rc, "look up", key)
         return self._vdec(view)
 
     def get(self, key, default=None):
@@ -432,12 +443,29 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
             if err == _errno.EOVERFLOW:
                 self.key_type.check(key, "")
             self._fail(err, "look up", key)
-        view = self._lookup_raw(key)
-        if view is None:
-            return default
+        if self._big:
+            view = self._lookup_raw(key)
+            return default if view is None else self._vdec(view)
+        try:
+            c, view = _tls.bv
+        except AttributeError:
+            c, view = _b.ValueBuffer.get()
+        rc = _lookup_elem(self._fd, self._kenc(key), c)
+        if rc:
+            if rc == -_errno.ENOENT and self._fd >= 0:
+                return default
+            self._fail(-rc, "look up", key)
         return self._vdec(view)
 
     def __setitem__(self, key, value):
+        if self._int_kv:
+            self.set(key, value)
+            return
+        rc = _update_elem(self._fd, self._kenc(key), self._venc(value), 0)
+        if rc:
+            self._update_error(-rc, key, 0)
+
+    def _setitem_via_set(self, key, value):
         self.set(key, value)
 
     def set(self, key, value, flags=UpdateFlags.ANY):
@@ -457,9 +485,7 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
             if rc == -_errno.ERANGE:
                 self.value_type.check(value, "")
             self._update_error(-rc, key, flags)
-        kb = self._encode_key(key)
-        vb = self._venc(value)
-        rc = _b.update_elem(self._fd, kb, vb, flags)
+        rc = _update_elem(self._fd, self._kenc(key), self._venc(value), flags)
         if rc:
             self._update_error(-rc, key, flags)
 
@@ -887,10 +913,15 @@ class LpmTrieMap(Map):
     address."""
     map_type = MapType.LPM_TRIE
 
-    def _encode_key(self, key):
-        if isinstance(key, (str, ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            key = self._prefix_key(key)
-        return self._kenc(key)
+    def _setup_paths(self):
+        super()._setup_paths()
+        raw = self._kenc
+
+        def kenc(key):
+            if isinstance(key, (str, ipaddress.IPv4Network, ipaddress.IPv6Network)):
+                key = self._prefix_key(key)
+            return raw(key)
+        self._kenc = kenc
 
     def _prefix_key(self, key):
         try:
@@ -930,6 +961,7 @@ def _ifindex(iface):
 class ProgArray(Map):
     """BPF_MAP_TYPE_PROG_ARRAY (tail calls): assign a Program (or a program
     fd); reading gives the program id."""
+    __setitem__ = Map._setitem_via_set
     map_type = MapType.PROG_ARRAY
 
     def set(self, key, value, flags=UpdateFlags.ANY):
@@ -940,6 +972,7 @@ class ProgArray(Map):
 class DevMap(Map):
     """BPF_MAP_TYPE_DEVMAP: slot -> interface (name or ifindex) for
     bpf_redirect_map."""
+    __setitem__ = Map._setitem_via_set
     map_type = MapType.DEVMAP
 
     def set(self, key, value, flags=UpdateFlags.ANY):
@@ -958,6 +991,7 @@ class DevMapHash(DevMap):
 
 class CpuMap(Map):
     """BPF_MAP_TYPE_CPUMAP: cpu -> queue size (or struct bpf_cpumap_val)."""
+    __setitem__ = Map._setitem_via_set
     map_type = MapType.CPUMAP
 
     def set(self, key, value, flags=UpdateFlags.ANY):
@@ -968,6 +1002,7 @@ class CpuMap(Map):
 
 class XskMap(Map):
     """BPF_MAP_TYPE_XSKMAP: queue -> AF_XDP socket (a socket or its fd)."""
+    __setitem__ = Map._setitem_via_set
     map_type = MapType.XSKMAP
 
     def set(self, key, value, flags=UpdateFlags.ANY):
@@ -976,6 +1011,7 @@ class XskMap(Map):
 
 
 class _MapOfMaps(Map):
+    __setitem__ = Map._setitem_via_set
     def set(self, key, value, flags=UpdateFlags.ANY):
         fd = value.fd if isinstance(value, Map) else value
         super().set(key, fd, flags)
