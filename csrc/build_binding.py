@@ -226,6 +226,81 @@ uint64_t pybn_lookup_int(int fd, uint64_t key, uint32_t key_size, uint32_t value
 int pybn_update_int(int fd, uint64_t key, uint32_t key_size, uint64_t value,
                     uint32_t value_size, uint64_t flags);
 int pybn_delete_int(int fd, uint64_t key, uint32_t key_size);
+
+/* ---- attach (issue 3) ---- */
+struct bpf_link_create_opts {
+    size_t sz;
+    __u32 flags;
+    __u32 target_btf_id;
+    ...;
+};
+int bpf_link_create(int prog_fd, int target_fd, int attach_type,
+                    const struct bpf_link_create_opts *opts);
+int bpf_link_detach(int link_fd);
+struct bpf_link_update_opts {
+    size_t sz;
+    __u32 flags;
+    __u32 old_prog_fd;
+    ...;
+};
+int bpf_link_update(int link_fd, int new_prog_fd,
+                    const struct bpf_link_update_opts *opts);
+int bpf_raw_tracepoint_open(const char *name, int prog_fd);
+int bpf_prog_query(int target_fd, int type, __u32 query_flags,
+                   __u32 *attach_flags, __u32 *prog_ids, __u32 *prog_cnt);
+
+struct bpf_xdp_attach_opts {
+    size_t sz;
+    int old_prog_fd;
+    ...;
+};
+struct bpf_xdp_query_opts {
+    size_t sz;
+    __u32 prog_id;
+    __u32 drv_prog_id;
+    __u32 hw_prog_id;
+    __u32 skb_prog_id;
+    __u8 attach_mode;
+    ...;
+};
+int bpf_xdp_attach(int ifindex, int prog_fd, __u32 flags,
+                   const struct bpf_xdp_attach_opts *opts);
+int bpf_xdp_detach(int ifindex, __u32 flags, const struct bpf_xdp_attach_opts *opts);
+int bpf_xdp_query(int ifindex, int flags, struct bpf_xdp_query_opts *opts);
+
+enum bpf_tc_attach_point {
+    BPF_TC_INGRESS = 1,
+    BPF_TC_EGRESS = 2,
+    BPF_TC_CUSTOM = 4,
+};
+struct bpf_tc_hook {
+    size_t sz;
+    int ifindex;
+    enum bpf_tc_attach_point attach_point;
+    __u32 parent;
+    ...;
+};
+struct bpf_tc_opts {
+    size_t sz;
+    int prog_fd;
+    __u32 flags;
+    __u32 prog_id;
+    __u32 handle;
+    __u32 priority;
+    ...;
+};
+int bpf_tc_hook_create(struct bpf_tc_hook *hook);
+int bpf_tc_hook_destroy(struct bpf_tc_hook *hook);
+int bpf_tc_attach(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
+int bpf_tc_detach(const struct bpf_tc_hook *hook, const struct bpf_tc_opts *opts);
+int bpf_tc_query(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
+
+int pybn_perf_tracepoint_open(uint64_t tp_id);
+int pybn_prog_query_raw(uint32_t target, uint32_t attach_type,
+                        uint32_t query_flags, uint32_t *attach_flags,
+                        uint32_t *prog_ids, uint32_t *link_ids,
+                        uint32_t *count, uint64_t *revision);
+int pybn_setns(int fd, int nstype);
 """
 
 

@@ -60,7 +60,8 @@ def _system_state():
     except FileNotFoundError:
         state["netns"] = set()
     try:
-        state["pins"] = {p for p in os.listdir(PIN_ROOT) if p.startswith("pybpfnet")}
+        state["pins"] = {os.path.join(d, f)[len(PIN_ROOT) + 1:]
+                         for d, dirs, files in os.walk(PIN_ROOT) for f in files + dirs}
     except (FileNotFoundError, PermissionError):
         state["pins"] = set()
     try:
@@ -70,6 +71,13 @@ def _system_state():
         state["links"] = set()
     state["links_sys"] = set(os.listdir("/sys/class/net"))
     return state
+
+
+def _foreign_lab(name):
+    parts = name.split("-")
+    if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) == os.getpid():
+        return False
+    return os.path.exists("/proc/%s" % parts[1])
 
 
 def pytest_sessionstart(session):
@@ -83,6 +91,11 @@ def pytest_sessionfinish(session, exitstatus):
     gc.collect()
     after = _system_state()
     left = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
+    # labs of other, concurrent test processes (pbn-<pid>-...) are theirs
+    if "netns" in left:
+        left["netns"] = [n for n in left["netns"] if not _foreign_lab(n)]
+        if not left["netns"]:
+            del left["netns"]
     if left:
         msg = "test suite left things behind: %s" % left
         session.config._pybn_leftovers = msg

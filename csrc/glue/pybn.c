@@ -289,3 +289,74 @@ int pybn_delete_int(int fd, uint64_t key, uint32_t key_size)
 
     return err ? err : bpf_map_delete_elem(fd, &k);
 }
+
+/* ---- attach (issue 3) -------------------------------------------------- */
+#include <sched.h>
+#include <linux/perf_event.h>
+
+int pybn_perf_tracepoint_open(uint64_t tp_id)
+{
+    struct perf_event_attr attr;
+    int fd;
+
+    memset(&attr, 0, sizeof(attr));
+    attr.type = PERF_TYPE_TRACEPOINT;
+    attr.size = sizeof(attr);
+    attr.config = tp_id;
+    attr.sample_period = 1;
+    attr.wakeup_events = 1;
+    fd = (int)syscall(__NR_perf_event_open, &attr, -1, 0, -1,
+                      PERF_FLAG_FD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int pybn_prog_query_raw(uint32_t target, uint32_t attach_type,
+                        uint32_t query_flags, uint32_t *attach_flags,
+                        uint32_t *prog_ids, uint32_t *link_ids,
+                        uint32_t *count, uint64_t *revision)
+{
+    /* BPF_PROG_QUERY's attr (uapi, kernel >= 6.6): target, attach_type,
+     * query_flags, attach_flags, prog_ids, count, pad, prog_attach_flags,
+     * link_ids, link_attach_flags, revision. Declared here because the
+     * system's linux/bpf.h predates the last four. */
+    struct {
+        uint32_t target;
+        uint32_t attach_type;
+        uint32_t query_flags;
+        uint32_t attach_flags;
+        uint64_t prog_ids;
+        uint32_t count;
+        uint32_t pad;
+        uint64_t prog_attach_flags;
+        uint64_t link_ids;
+        uint64_t link_attach_flags;
+        uint64_t revision;
+    } attr;
+    int err;
+
+    memset(&attr, 0, sizeof(attr));
+    attr.target = target;
+    attr.attach_type = attach_type;
+    attr.query_flags = query_flags;
+    attr.prog_ids = (uint64_t)(uintptr_t)prog_ids;
+    attr.count = *count;
+    attr.link_ids = (uint64_t)(uintptr_t)link_ids;
+    /* older kernels reject a non-zero tail they do not know: size the
+     * request to the fields actually used */
+    err = (int)syscall(__NR_bpf, BPF_PROG_QUERY, &attr,
+                       link_ids || revision ? sizeof(attr)
+                                            : offsetof(__typeof__(attr), pad));
+    if (err < 0)
+        return -errno;
+    *count = attr.count;
+    if (attach_flags)
+        *attach_flags = attr.attach_flags;
+    if (revision)
+        *revision = attr.revision;
+    return 0;
+}
+
+int pybn_setns(int fd, int nstype)
+{
+    return setns(fd, nstype) < 0 ? -errno : 0;
+}

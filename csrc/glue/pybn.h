@@ -57,3 +57,22 @@ uint64_t pybn_lookup_int(int fd, uint64_t key, uint32_t key_size,
 int pybn_update_int(int fd, uint64_t key, uint32_t key_size, uint64_t value,
                     uint32_t value_size, uint64_t flags);
 int pybn_delete_int(int fd, uint64_t key, uint32_t key_size);
+
+/* ---- attach (issue 3) -------------------------------------------------- */
+#ifndef PYBN_ATTACH_H
+#define PYBN_ATTACH_H
+/* perf_event_open(PERF_TYPE_TRACEPOINT, config=tp_id) for all processes on
+ * cpu 0 (a BPF program attached to it runs for the tracepoint on every
+ * CPU). Returns the fd (close-on-exec) or -errno. */
+int pybn_perf_tracepoint_open(uint64_t tp_id);
+/* Raw BPF_PROG_QUERY with the mprog fields of kernel >= 6.6 (link_ids,
+ * revision). link_ids and revision may be NULL (then the request is also
+ * valid for older kernels). *count: in = capacity, out = number attached.
+ * Returns 0 or -errno. */
+int pybn_prog_query_raw(uint32_t target, uint32_t attach_type,
+                        uint32_t query_flags, uint32_t *attach_flags,
+                        uint32_t *prog_ids, uint32_t *link_ids,
+                        uint32_t *count, uint64_t *revision);
+/* setns(2) (Python 3.11's os module has no setns). Returns 0 or -errno. */
+int pybn_setns(int fd, int nstype);
+#endif

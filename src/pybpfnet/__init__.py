@@ -17,6 +17,11 @@ from pybpfnet._program import (AttachType, Program, ProgramType, TcAction, TestR
                                XdpAction)
 from pybpfnet._object import (BpfObject, MapSpec, ObjectSpec, ProgramSpec, bundled, load,
                               load_bundled, open, open_bundled)
+from pybpfnet._link import (AttachmentState, HookBusyError, Link, LinkInfo, LinkType,
+                            TcLink, TcxLink, XdpLink, XdpNetlinkLink, tcx_supported)
+from pybpfnet._hooks import TcFilter, XdpProgram
+from pybpfnet._system import (MapInfo, ProgramInfo, links, maps, net_attachments,
+                              programs)
 
 __all__ = [
     "__version__",
@@ -31,6 +36,10 @@ __all__ = [
     "sum_values",
     # programs
     "Program", "ProgramType", "AttachType", "XdpAction", "TcAction", "TestRunResult",
+    # attach (issue 3)
+    "Link", "LinkType", "LinkInfo", "XdpLink", "XdpNetlinkLink", "TcxLink", "TcLink",
+    "AttachmentState", "HookBusyError", "tcx_supported", "XdpProgram", "TcFilter",
+    "programs", "maps", "links", "net_attachments", "ProgramInfo", "MapInfo",
     # errors
     "BpfError", "BpfPermissionError", "MapKeyError", "VerifierError",
     "NotSupportedError", "ObjectFormatError", "CodecError",

@@ -157,7 +157,10 @@ def obj_load(ptr, name):
         lines = [ln.replace("libbpf: ", "") for ln in text.strip().split("\n") if ln]
         detail = "%s; libbpf said: %s" % (os.strerror(err), " | ".join(lines[-4:])) \
             if lines else None
-    raise error(err, context, detail)
+    exc = error(err, context, detail)
+    if isinstance(exc, BpfPermissionError):
+        exc = _trampoline_error(ptr, name, exc) or exc
+    raise exc
 
 
 def obj_btf_raw(ptr):
@@ -583,3 +586,232 @@ def link_create_raw(prog_fd, target_fd, attach_type, flags=0, relative=0,
 
 __all__ = [n for n in dir() if not n.startswith("__")]
 del _errors
+
+
+# ================================================================ attach (issue 3)
+# Links, XDP/TC netlink attach (libbpf), tcx and queries the system libbpf
+# 1.1 does not know (raw bpf() in csrc/glue), perf tracepoints, setns.
+
+import struct as _struct
+
+CLONE_NEWNET = 0x40000000
+# enum bpf_perf_event_type
+PERF_EVENT_TRACEPOINT = 5
+# enum bpf_link_type values whose info carries a name buffer
+_LINK_RAW_TRACEPOINT = 1
+_LINK_PERF_EVENT = 7
+
+
+def link_create(prog_fd, target_fd, attach_type, flags=0, target_btf_id=0):
+    """BPF_LINK_CREATE through libbpf; returns the link fd or -errno
+    (callers add the context: the errno decides fallbacks)."""
+    opts = ffi.new("struct bpf_link_create_opts *")
+    opts.sz = ffi.sizeof("struct bpf_link_create_opts")
+    opts.flags = flags
+    opts.target_btf_id = target_btf_id
+    return lib.bpf_link_create(prog_fd, target_fd, attach_type, opts)
+
+
+def link_update(link_fd, new_prog_fd, old_prog_fd=None):
+    """BPF_LINK_UPDATE (BPF_F_REPLACE with old_prog_fd); 0 or -errno."""
+    opts = ffi.new("struct bpf_link_update_opts *")
+    opts.sz = ffi.sizeof("struct bpf_link_update_opts")
+    if old_prog_fd is not None:
+        opts.flags = 1 << 2  # BPF_F_REPLACE
+        opts.old_prog_fd = old_prog_fd
+    return lib.bpf_link_update(link_fd, new_prog_fd, opts)
+
+
+def link_detach(link_fd):
+    return lib.bpf_link_detach(link_fd)
+
+
+def raw_tracepoint_open(name, prog_fd):
+    """BPF_RAW_TRACEPOINT_OPEN (name None: the program's BTF target, for
+    tp_btf/fentry/fexit/lsm); the link fd or -errno."""
+    return lib.bpf_raw_tracepoint_open(name.encode() if name is not None else NULL,
+                                       prog_fd)
+
+
+def perf_tracepoint_open(tp_id):
+    return lib.pybn_perf_tracepoint_open(tp_id)
+
+
+def link_info_full(fd):
+    """Everything BPF_OBJ_GET_INFO_BY_FD says about a link, decoded from the
+    kernel's layout (the system headers predate tcx/netkit)."""
+    size = 256
+    buf = ffi.new("char[]", size)
+    n = ffi.new("__u32 *", size)
+    check(lib.bpf_obj_get_info_by_fd(fd, buf, n), "get link info")
+    raw = bytes(ffi.buffer(buf, size))
+    ltype, lid, prog_id = _struct.unpack_from("=III", raw, 0)
+    out = dict(type=ltype, id=lid, prog_id=prog_id, raw=raw[16:n[0]])
+    name_at = None
+    if ltype == _LINK_RAW_TRACEPOINT:
+        name_at = 16
+    elif ltype == _LINK_PERF_EVENT and _struct.unpack_from("=I", raw, 16)[0] \
+            == PERF_EVENT_TRACEPOINT:
+        name_at = 24
+    if name_at is not None:
+        name = ffi.new("char[]", 256)
+        buf2 = ffi.new("char[]", size)
+        _struct.pack_into("=QI", ffi.buffer(buf2), name_at,
+                          int(ffi.cast("uintptr_t", name)), 256)
+        if name_at == 24:
+            _struct.pack_into("=I", ffi.buffer(buf2), 16, PERF_EVENT_TRACEPOINT)
+        n[0] = size
+        if lib.bpf_obj_get_info_by_fd(fd, buf2, n) == 0:
+            out["name"] = ffi.string(name).decode("utf-8", "replace")
+    return out
+
+
+def prog_query(target, attach_type, with_links=False):
+    """BPF_PROG_QUERY: (prog ids, link ids or None, revision or None,
+    attach_flags). with_links needs kernel >= 6.6 (mprog hooks: tcx)."""
+    count = ffi.new("uint32_t *", 0)
+    flags = ffi.new("uint32_t *")
+    rev = ffi.new("uint64_t *") if with_links else NULL
+    for _ in range(4):
+        cap = count[0]
+        progs = ffi.new("uint32_t[]", max(cap, 1))
+        links = ffi.new("uint32_t[]", max(cap, 1)) if with_links else NULL
+        rc = lib.pybn_prog_query_raw(target, attach_type, 0, flags,
+                                     progs if cap else NULL,
+                                     links if cap and with_links else NULL,
+                                     count, rev)
+        if rc == -_errno.ENOSPC:
+            continue
+        check(rc, lambda: "query programs attached (attach type %d)" % attach_type)
+        if count[0] <= cap:
+            n = count[0]
+            return ([progs[i] for i in range(n)],
+                    [links[i] for i in range(n)] if with_links else None,
+                    rev[0] if with_links else None, flags[0])
+    raise BpfError(_errno.EAGAIN, "query attached programs", "list kept changing")
+
+
+def xdp_query(ifindex):
+    """dict(prog_id, drv_prog_id, skb_prog_id, hw_prog_id, attach_mode) of
+    an interface in the current network namespace."""
+    opts = ffi.new("struct bpf_xdp_query_opts *")
+    opts.sz = ffi.sizeof("struct bpf_xdp_query_opts")
+    check(lib.bpf_xdp_query(ifindex, 0, opts),
+          lambda: "query XDP on ifindex %d" % ifindex)
+    return dict(prog_id=opts.prog_id, drv_prog_id=opts.drv_prog_id,
+                skb_prog_id=opts.skb_prog_id, hw_prog_id=opts.hw_prog_id,
+                attach_mode=opts.attach_mode)
+
+
+def xdp_attach(ifindex, prog_fd, flags, old_prog_fd=None):
+    """Netlink XDP attach (prog_fd -1: detach); 0 or -errno. old_prog_fd
+    makes it a compare-and-swap (XDP_FLAGS_REPLACE)."""
+    opts = ffi.new("struct bpf_xdp_attach_opts *")
+    opts.sz = ffi.sizeof("struct bpf_xdp_attach_opts")
+    if old_prog_fd is not None:
+        opts.old_prog_fd = old_prog_fd
+    return lib.bpf_xdp_attach(ifindex, prog_fd, flags, opts)
+
+
+def _tc_hook(ifindex, attach_point):
+    hook = ffi.new("struct bpf_tc_hook *")
+    hook.sz = ffi.sizeof("struct bpf_tc_hook")
+    hook.ifindex = ifindex
+    hook.attach_point = attach_point
+    return hook
+
+
+def _tc_opts(prog_fd=0, flags=0, handle=0, priority=0):
+    opts = ffi.new("struct bpf_tc_opts *")
+    opts.sz = ffi.sizeof("struct bpf_tc_opts")
+    opts.prog_fd = prog_fd
+    opts.flags = flags
+    opts.handle = handle
+    opts.priority = priority
+    return opts
+
+
+def tc_hook_create(ifindex, attach_point):
+    """Create the clsact qdisc; 0, or -EEXIST when it is already there."""
+    return lib.bpf_tc_hook_create(_tc_hook(ifindex, attach_point))
+
+
+def tc_hook_destroy(ifindex):
+    """Delete the clsact qdisc (and with it every filter on it)."""
+    return lib.bpf_tc_hook_destroy(_tc_hook(ifindex, lib.BPF_TC_INGRESS | lib.BPF_TC_EGRESS))
+
+
+def tc_attach(ifindex, attach_point, prog_fd, handle=0, priority=0, replace=False):
+    """Add a cls_bpf direct-action filter: (rc, handle, priority, prog_id)."""
+    opts = _tc_opts(prog_fd, 1 if replace else 0, handle, priority)
+    rc = lib.bpf_tc_attach(_tc_hook(ifindex, attach_point), opts)
+    return rc, opts.handle, opts.priority, opts.prog_id
+
+
+def tc_detach(ifindex, attach_point, handle, priority):
+    return lib.bpf_tc_detach(_tc_hook(ifindex, attach_point),
+                             _tc_opts(handle=handle, priority=priority))
+
+
+def tc_query(ifindex, attach_point, handle, priority):
+    """The program id of one cls_bpf filter, or -errno (-ENOENT: none)."""
+    opts = _tc_opts(handle=handle, priority=priority)
+    rc = lib.bpf_tc_query(_tc_hook(ifindex, attach_point), opts)
+    return rc if rc < 0 else opts.prog_id
+
+
+def setns(fd, nstype=CLONE_NEWNET):
+    check(lib.pybn_setns(fd, nstype), "switch network namespace")
+
+
+# Loading fentry/fexit/fmod_ret/lsm/freplace needs a BPF trampoline. Where
+# the kernel refuses it with EPERM although this process holds CAP_BPF and
+# CAP_PERFMON (a sandbox, lockdown, no trampoline support), the failure is
+# "not supported here", not a missing privilege: obj_load is refined to say so.
+_TRAMPOLINE_KINDS = {(26, 24): "fentry", (26, 25): "fexit", (26, 26): "fmod_ret",
+                     (29, 27): "lsm", (28, None): "freplace"}
+
+
+def trampoline_kind(prog_type, expected_attach_type):
+    """'fentry', 'fexit', 'fmod_ret', 'lsm', 'freplace' or None."""
+    return (_TRAMPOLINE_KINDS.get((prog_type, expected_attach_type))
+            or _TRAMPOLINE_KINDS.get((prog_type, None)))
+
+
+def have_tracing_caps():
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return False
+    cap_sys_admin, cap_perfmon, cap_bpf = 21, 38, 39
+    return bool(caps & (1 << cap_sys_admin)) or (
+        bool(caps & (1 << cap_bpf)) and bool(caps & (1 << cap_perfmon)))
+
+
+def trampoline_refused(what, kind, err):
+    """The NotSupportedError for a trampoline program the kernel refused
+    (``what``: 'load program ...' / 'attach program ...')."""
+    return NotSupportedError(
+        "BPF trampoline (%s)" % kind, err=err,
+        detail="the kernel refused to %s with %s although this process has "
+               "CAP_BPF and CAP_PERFMON: trampoline programs (fentry, fexit, "
+               "fmod_ret, lsm, freplace) are disabled on this system (a sandbox, "
+               "kernel lockdown or no trampoline support); tp_btf and raw_tp "
+               "programs need no trampoline and still work"
+               % (what, _errno.errorcode.get(err, err)))
+
+
+def _trampoline_error(ptr, name, exc):
+    """The NotSupportedError for an EPERM load of a trampoline program by a
+    process that holds the capabilities, or None."""
+    if not have_tracing_caps():
+        return None
+    m = re.match(r"load program '([^']*)'", exc.context or "")
+    for p in obj_programs(ptr):
+        d = prog_desc(p)
+        kind = trampoline_kind(d["type"], d["expected_attach_type"])
+        if kind and d["autoload"] and (m is None or m.group(1) == d["name"]):
+            return trampoline_refused("load program %r (section %r) of %r" % (
+                d["name"], d["section"], name), kind, exc.errno)
+    return None

@@ -11,7 +11,7 @@ import os
 
 __all__ = [
     "BpfError", "BpfPermissionError", "MapKeyError", "VerifierError",
-    "NotSupportedError", "ObjectFormatError", "CodecError",
+    "NotSupportedError", "ObjectFormatError", "CodecError", "HookBusyError",
 ]
 
 #: Hints appended to messages for errnos that usually have one cause.
@@ -67,9 +67,21 @@ class NotSupportedError(BpfError):
             text += " (needs Linux >= %s)" % min_kernel
         if detail:
             text += ": %s" % detail
-        super().__init__(err, feature, text)
+        OSError.__init__(self, err, text)
+        self.context = feature
         self.feature = feature
         self.min_kernel = min_kernel
+
+
+class HookBusyError(BpfError):
+    """The hook already runs another program (EBUSY). ``prog_id`` names
+    it; ``link_id`` is the bpf_link holding it (None for a netlink
+    attachment)."""
+
+    def __init__(self, context, detail, prog_id=None, link_id=None):
+        super().__init__(_errno.EBUSY, context, detail)
+        self.prog_id = prog_id
+        self.link_id = link_id
 
 
 class ObjectFormatError(BpfError, ValueError):

@@ -61,6 +61,8 @@ class AttachType(enum.IntEnum):
     CGROUP_INET6_BIND = 9
     CGROUP_INET4_CONNECT = 10
     CGROUP_INET6_CONNECT = 11
+    CGROUP_INET4_POST_BIND = 12
+    CGROUP_INET6_POST_BIND = 13
     CGROUP_UDP4_SENDMSG = 14
     CGROUP_UDP6_SENDMSG = 15
     CGROUP_SYSCTL = 18
@@ -74,6 +76,11 @@ class AttachType(enum.IntEnum):
     MODIFY_RETURN = 26
     LSM_MAC = 27
     TRACE_ITER = 28
+    CGROUP_INET4_GETPEERNAME = 29
+    CGROUP_INET6_GETPEERNAME = 30
+    CGROUP_INET4_GETSOCKNAME = 31
+    CGROUP_INET6_GETSOCKNAME = 32
+    CGROUP_INET_SOCK_RELEASE = 34
     XDP = 37
     PERF_EVENT = 41
     TCX_INGRESS = 46
@@ -239,3 +246,80 @@ class Program(FdHandle):
             raise BpfError(_errno.ENOSPC, "test run of program %r" % self.name,
                            "output larger than %d bytes" % size)
         return TestRunResult(retval, out, dur, ctx_out, int(self.type))
+
+    # -- attach (issue 3): the implementations live in _link -----------------
+    def attach_xdp(self, iface, mode="auto", *, replace=None, backend="auto"):
+        """Attach this XDP program to an interface (name or ifindex, in the
+        current network namespace); returns an XdpLink.
+
+        ``mode``: "auto" (native where the driver supports it), "native" or
+        "generic". ``backend``: "auto" (a bpf_link, Linux >= 5.9, falling
+        back to netlink), "link" or "netlink". ``replace``: swap atomically
+        for the program now attached -- its Link, a Program or program id
+        it must be (compare-and-swap), or True for whatever is there.
+        Needs CAP_NET_ADMIN + CAP_BPF. Raises HookBusyError naming the
+        program already attached, BpfError(ENODEV) for a missing interface,
+        BpfError(EINVAL) for a non-XDP program, ValueError for a bad mode,
+        NotSupportedError for native mode on a driver without XDP."""
+        from pybpfnet import _link
+        return _link.attach_xdp(self, iface, mode, replace=replace, backend=backend)
+
+    def attach_tc(self, iface, direction="ingress", *, backend="auto", priority=None,
+                  handle=None, first=False, last=False, before=None, after=None,
+                  replace=None):
+        """Attach this SCHED_CLS program to an interface's TC ingress or
+        egress hook; returns a TcxLink or a TcLink.
+
+        ``backend``: "tcx" (a tcx link, Linux >= 6.6), "legacy" (clsact
+        qdisc + cls_bpf direct-action filter) or "auto" (tcx when the
+        kernel has it, unless ``priority``/``handle`` ask for a legacy
+        filter). tcx order: ``first``, ``last``, ``before=``/``after=`` a
+        TcxLink, Program or program id (default: appended). Legacy order:
+        ``priority`` 1..65535 (lower runs first) and ``handle``.
+        ``replace``: a Link of this hook whose program is swapped
+        atomically. Needs CAP_NET_ADMIN + CAP_BPF. Raises BpfError(ENODEV)
+        for a missing interface, BpfError(EINVAL) for a program of another
+        type, HookBusyError when the filter slot is taken, ValueError for
+        contradictory options, NotSupportedError for tcx on older kernels."""
+        from pybpfnet import _link
+        return _link.attach_tc(self, iface, direction, backend=backend, priority=priority,
+                               handle=handle, first=first, last=last, before=before,
+                               after=after, replace=replace)
+
+    def attach_tracepoint(self, category, name):
+        """Attach this TRACEPOINT program to ``category:name`` (e.g.
+        "syscalls", "sys_enter_getpid"); returns a Link.
+
+        Linux >= 5.15 (perf links). Mounts tracefs at /sys/kernel/tracing
+        when it is missing and this process is root (else the error says
+        the command to run). Needs CAP_PERFMON + CAP_BPF. Raises
+        BpfError(ENOENT) for an unknown tracepoint."""
+        from pybpfnet import _link
+        return _link.attach_tracepoint(self, category, name)
+
+    def attach_raw_tracepoint(self, name):
+        """Attach this RAW_TRACEPOINT program to the raw tracepoint
+        ``name`` (e.g. "sys_enter"); returns a Link. Needs CAP_PERFMON +
+        CAP_BPF. Raises BpfError(ENOENT) for an unknown tracepoint."""
+        from pybpfnet import _link
+        return _link.attach_raw_tracepoint(self, name)
+
+    def attach_trace(self):
+        """Attach a BTF-enabled tracing program (tp_btf, fentry, fexit,
+        fmod_ret, lsm) to the target named in its section; returns a Link.
+        Needs CAP_PERFMON + CAP_BPF. Raises NotSupportedError where the
+        kernel refuses BPF trampolines (fentry/fexit/fmod_ret/lsm)."""
+        from pybpfnet import _link
+        return _link.attach_trace(self)
+
+    def attach_cgroup(self, path, attach_type=None):
+        """Attach this cgroup program to the cgroup v2 directory ``path``;
+        returns a Link (Linux >= 5.7).
+
+        ``attach_type``: an AttachType or its name ("egress", "ingress",
+        "sock_create", "inet4_connect", ...); default: the program's
+        expected attach type from its section. Needs CAP_NET_ADMIN +
+        CAP_BPF. Raises BpfError(ENOENT) for a missing directory and
+        BpfError(EINVAL) for an attach type the program cannot take."""
+        from pybpfnet import _link
+        return _link.attach_cgroup(self, path, attach_type)

@@ -177,3 +177,28 @@ def bpf_fd_guard():
     if leaked:
         pytest.fail("test leaked BPF fds: %s" % leaked)
 
+
+
+# ------------------------------------------------------------------ network lab
+# (pybpfnet.netlab) A fresh Lab per test, always torn down.
+
+def _lab_skip_reason():
+    caps = _cap_eff()
+    if not caps & (1 << CAP_SYS_ADMIN):
+        return "the lab needs CAP_SYS_ADMIN (network namespaces, mounts)"
+    if not caps & (1 << CAP_NET_ADMIN):
+        return "the lab needs CAP_NET_ADMIN (links, addresses, routes)"
+    return None
+
+
+@pytest.fixture
+def lab():
+    """A fresh :class:`pybpfnet.netlab.Lab` for one test, torn down after it even
+    when the test fails (namespaces, links, processes, sockets). Skips, with
+    the reason, without CAP_SYS_ADMIN and CAP_NET_ADMIN."""
+    reason = _lab_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from pybpfnet import netlab
+    with netlab.Lab() as the_lab:
+        yield the_lab
