@@ -177,7 +177,11 @@ class _Netns:
 
 
 def _resolve_iface(iface, doing):
-    """(ifindex, name) of an interface of the current network namespace."""
+    """(ifindex, name) of an interface of the current network namespace
+    (a name, an ifindex, or an object with a ``name``, e.g. a netlab
+    Interface)."""
+    if not isinstance(iface, (str, int)) and isinstance(getattr(iface, "name", None), str):
+        iface = iface.name
     if isinstance(iface, bool) or not isinstance(iface, (str, int)):
         raise TypeError("%s: an interface is a name (str) or an ifindex (int), got %r"
                         % (doing, iface))
