@@ -13,8 +13,12 @@ Fixtures:
                   closes at teardown.
   ``bpf_fd_guard`` fails the test if it leaks a BPF fd (opt-in).
 
-Helpers: :func:`compile_bpf` builds a .bpf.c with clang (tests only; the
-package itself ships precompiled objects).
+  ``lab``         a fresh ``pybpfnet.netlab.Lab``, torn down after the test.
+
+Helpers: :func:`differential` checks a program against a Python reference on
+hypothesis-generated packets (:func:`packets`) and reports the minimal
+disagreeing packet; :func:`compile_bpf` builds a .bpf.c with clang (tests
+only; the package itself ships precompiled objects).
 """
 
 import os
@@ -25,7 +29,8 @@ import subprocess
 import pytest
 
 __all__ = ["have_cap_bpf", "have_cap_net_admin", "kernel_version", "compile_bpf",
-           "bpf_fds", "skip_reason"]
+           "bpf_fds", "skip_reason", "differential", "DifferentialMismatch", "packets",
+           "well_formed_packets"]
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
@@ -121,6 +126,104 @@ def compile_bpf(source, output=None, include_dirs=(), clang=None):
     if res.returncode:
         raise RuntimeError("clang failed on %s:\n%s" % (source, res.stderr))
     return output
+
+
+# ------------------------------------------------------------------ differential
+
+class DifferentialMismatch(AssertionError):
+    """The kernel program and the reference model disagreed on a packet.
+    ``packet`` is the (minimal, after hypothesis shrinking) input,
+    ``kernel`` the TestRunResult, ``expected_verdict``/``expected_data``
+    what the model said."""
+
+    def __init__(self, packet, kernel, expected_verdict, expected_data):
+        self.packet = packet
+        self.kernel = kernel
+        self.expected_verdict = expected_verdict
+        self.expected_data = expected_data
+        lines = ["kernel and reference disagree on a %d-byte packet:" % len(packet),
+                 "  packet:    %s" % packet.hex(),
+                 "  decoded:   %s" % _describe(packet),
+                 "  kernel:    verdict %r" % (kernel.verdict,),
+                 "  reference: verdict %r" % (expected_verdict,)]
+        if expected_data is not None and kernel.data != expected_data:
+            first = next((i for i, (a, b) in enumerate(zip(kernel.data, expected_data))
+                          if a != b), min(len(kernel.data), len(expected_data)))
+            lines += ["  output bytes differ from offset %d (kernel %d bytes, reference %d)"
+                      % (first, len(kernel.data), len(expected_data)),
+                      "  kernel:    %s" % kernel.data.hex(),
+                      "  reference: %s" % expected_data.hex()]
+        super().__init__("\n".join(lines))
+
+
+def _describe(packet):
+    try:
+        from pybpfnet import packet as pk
+        return pk.parse(packet, strict=False).summary()
+    except Exception as e:  # a description must never hide the mismatch
+        return "(undecodable: %s)" % e
+
+
+def _expectation(want):
+    if hasattr(want, "verdict"):
+        return want.verdict, getattr(want, "data", None)
+    if isinstance(want, tuple) and len(want) == 2:
+        return want
+    return want, None
+
+
+def differential(program, reference, packets=None, *, max_examples=200, ctx=None,
+                 compare_data=True, before_each=None, settings=None):
+    """Check a BPF program against a Python reference on generated packets.
+
+    Runs ``program.test_run(packet)`` (BPF_PROG_TEST_RUN) and
+    ``reference(packet)`` on hypothesis-generated packets (``packets``: a
+    strategy of bytes, default :func:`packets`). The reference returns the
+    expected verdict, a ``(verdict, data)`` pair (``data`` None: don't
+    compare bytes), or an object with ``.verdict``/``.data``. On the first
+    disagreement hypothesis shrinks the packet and a
+    :class:`DifferentialMismatch` reports the minimal one: hex, decoded
+    layers, both verdicts and where the output bytes differ.
+    ``before_each`` runs before every packet (e.g. to reset maps).
+    Needs CAP_BPF (CAP_NET_ADMIN for networking programs) and hypothesis.
+    """
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+    strategy = packets if packets is not None else globals()["packets"]()
+    conf = settings or hsettings(max_examples=max_examples, deadline=None,
+                                 suppress_health_check=[HealthCheck.too_slow,
+                                                        HealthCheck.data_too_large])
+
+    @conf
+    @given(strategy)
+    def check(packet):
+        packet = bytes(packet)
+        if before_each is not None:
+            before_each()
+        got = program.test_run(packet, ctx=ctx)
+        verdict, data = _expectation(reference(packet))
+        if got.verdict != verdict or (compare_data and data is not None
+                                      and got.data != bytes(data)):
+            raise DifferentialMismatch(packet, got, verdict, data)
+
+    check()
+
+
+def packets(**kwargs):
+    """Hypothesis strategy of Ethernet frames (bytes): well formed TCP/UDP/
+    ICMP over IPv4/IPv6, hostile (VLAN, QinQ, IPv4 options, IPv6 extension
+    headers, fragments) and malformed (truncated, random). Keyword
+    arguments: v4=, v6= (address pools), ports=, ipv4=, ipv6=, hostile=,
+    malformed=, max_payload=."""
+    from pybpfnet import _strategies
+    return _strategies.packets(**kwargs)
+
+
+def well_formed_packets(**kwargs):
+    """Hypothesis strategy of well-formed frames as ``pybpfnet.packet.Packet``
+    objects (same pools as :func:`packets`)."""
+    from pybpfnet import _strategies
+    return _strategies.well_formed_packets(**kwargs)
 
 
 # ------------------------------------------------------------------ plugin
