@@ -95,6 +95,7 @@ _NCPU = None
 
 
 _tls = _b.ValueBuffer._tls
+_MISSING = object()
 _lookup_elem = _b.lookup_elem
 _update_elem = _b.update_elem
 
@@ -387,13 +388,10 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
         raise _b.error(err, "%s %r in map %r" % (op, key, self.name))
 
     def _lookup_raw(self, key):
-        """The value's bytes view for key, or None when missing."""
-        kb = self._encode_key(key)
-        if self._big:
-            c, view = _b.new_buffer(self._vstride)
-        else:
-            c, view = _b.ValueBuffer.get()
-        rc = _b.lookup_elem(self._fd, kb, c)
+        """A bytes view of key's value (valid until the next lookup on this
+        thread), or None when missing."""
+        c, view = _b.new_buffer(self._vstride) if self._big else _b.ValueBuffer.get()
+        rc = _lookup_elem(self._fd, self._kenc(key), c)
         if rc:
             if rc == -_errno.ENOENT and self._fd >= 0:
                 return None
@@ -401,31 +399,10 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
         return view
 
     def __getitem__(self, key):
-        if self._int_kv:
-            try:
-                v = _b.lookup_int(self._fd, key, self.key_size, self.value_size)
-            except (TypeError, OverflowError):
-                self.key_type.check(key, "")
-                raise
-            if v or not _b.last_err():
-                return v
-            err = _b.last_err()
-            if err == _errno.EOVERFLOW:
-                self.key_type.check(key, "")
-            self._fail(err, "look up", key)
-        if self._big:
-            view = self._lookup_raw(key)
-            if view is None:
-                raise MapKeyError(key, self.name)
-            return self._vdec(view)
-        try:
-            c, view = _tls.bv
-        except AttributeError:
-            c, view = _b.ValueBuffer.get()
-        rc = _lookup_elem(self._fd, self._kenc(key), c)
-        if rc:
-            self._fail(-rc, "look up", key)
-        return self._vdec(view)
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise MapKeyError(key, self.name)
+        return value
 
     def get(self, key, default=None):
         """The value for key, or default; a miss raises nothing."""
@@ -444,12 +421,12 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
                 self.key_type.check(key, "")
             self._fail(err, "look up", key)
         if self._big:
-            view = self._lookup_raw(key)
-            return default if view is None else self._vdec(view)
-        try:
-            c, view = _tls.bv
-        except AttributeError:
-            c, view = _b.ValueBuffer.get()
+            c, view = _b.new_buffer(self._vstride)
+        else:
+            try:
+                c, view = _tls.bv
+            except AttributeError:
+                c, view = _b.ValueBuffer.get()
         rc = _lookup_elem(self._fd, self._kenc(key), c)
         if rc:
             if rc == -_errno.ENOENT and self._fd >= 0:
@@ -943,10 +920,6 @@ class LpmTrieMap(Map):
         addr = ipaddress.ip_address(address)
         bits = 32 if addr.version == 4 else 128
         return self.get(ipaddress.ip_network("%s/%d" % (addr, bits)), default)
-
-    def get(self, key, default=None):
-        view = self._lookup_raw(key)
-        return default if view is None else self._vdec(view)
 
 
 def _ifindex(iface):

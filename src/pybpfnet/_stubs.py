@@ -9,21 +9,12 @@ generated classes encode correctly because encoding accepts any tuple in
 field order.
 """
 
-import keyword
 import re
 
 from pybpfnet import _codec
+from pybpfnet._codec import _identifier as _ident
 
 __all__ = ["generate"]
-
-
-def _ident(name):
-    name = re.sub(r"\W", "_", name or "")
-    if not name or name[0].isdigit():
-        name = "_" + name
-    if keyword.iskeyword(name):
-        name += "_"
-    return name
 
 
 def _camel(name):
