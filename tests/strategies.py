@@ -191,11 +191,13 @@ CODEC_ARRAY_ELEMS = ("char", "u8", "u16", "u32", "u64", "s16", "s32", "double")
 
 
 def type_descriptions(max_leaves=8):
-    """Descriptions: scalar names, arrays ('u32[3]', 'char[5]') and structs
-    as lists of (field, description) pairs, nested."""
+    """Descriptions: scalar names, arrays ('u32[3]', 'char[5]', 'u16[2][3]')
+    and structs as lists of (field, description) pairs, nested."""
     scalars = st.sampled_from(CODEC_SCALARS)
     arrays = st.builds("{}[{}]".format, st.sampled_from(CODEC_ARRAY_ELEMS),
-                       st.integers(1, 6))
+                       st.integers(1, 6)) | \
+        st.builds("{}[{}][{}]".format, st.sampled_from(CODEC_ARRAY_ELEMS),
+                  st.integers(1, 3), st.integers(1, 3))
 
     def structs(children):
         return st.lists(children, min_size=1, max_size=5).map(
@@ -339,3 +341,153 @@ def bad_codec_values(codec, field=None):
         return one_bad | st.sampled_from([
             None, 5, "x", {"no_such_field": 1}, tuple(range(n + 1)), [0] * (n + 2)])
     raise TypeError("no bad-value strategy for %r" % codec)
+
+
+# ===========================================================================
+# firewall strategies
+#
+# Rules and packets drawn from small pools of addresses and ports, so that
+# rules and packets meet; packets include the hostile variants the engine
+# must see through (VLAN tags, IPv4 options, IPv6 extension headers,
+# fragments) and broken ones (truncated, corrupted, padded). ``fw_packets``
+# gives bytes of at least 14 (an Ethernet header: test_run's minimum).
+
+from pybpfnet.dataplanes import firewall as _fw  # noqa: E402
+
+FW_V4 = tuple(ipaddress.IPv4Address(a) for a in (
+    "10.0.0.1", "10.0.0.2", "10.1.2.3", "192.0.2.1", "198.51.100.7", "0.0.0.0",
+    "255.255.255.255"))
+FW_V6 = tuple(ipaddress.IPv6Address(a) for a in (
+    "2001:db8::1", "2001:db8::2", "2001:db8:1::5", "fe80::1", "::", "ffff::1"))
+FW_PORTS = (0, 1, 22, 53, 80, 443, 1023, 1024, 5000, 65535)
+FW_PROTOCOLS = (None, "tcp", "udp", "icmp", "icmpv6", ("tcp", "udp"), "sctp", "udplite",
+                47, 50, 0, 255)
+
+
+def fw_addresses(family):
+    pool = FW_V4 if family == 4 else FW_V6
+    return st.sampled_from(pool) | (ipv4_addresses if family == 4 else ipv6_addresses)
+
+
+def fw_prefixes(family):
+    bits = 32 if family == 4 else 128
+    lengths = st.sampled_from([0, 8, 16, 24, bits // 2, bits - 1, bits]) | st.integers(0, bits)
+    return st.builds(lambda a, n: ipaddress.ip_network("%s/%d" % (a, n), strict=False),
+                     fw_addresses(family), lengths)
+
+
+fw_ports = st.sampled_from(FW_PORTS) | u16
+fw_port_ranges = fw_ports | st.tuples(fw_ports, fw_ports).map(lambda t: tuple(sorted(t)))
+
+
+@st.composite
+def fw_rules(draw, actions=("pass", "drop", "count", "rate_limit")):
+    """A valid firewall Rule; rate limits are 1 pps with bursts of 1-3
+    (deterministic within a test example shorter than a second)."""
+    action = draw(st.sampled_from(actions))
+    if action == "rate_limit":
+        action = _fw.rate_limit(1, draw(st.integers(1, 3)))
+    family = draw(st.sampled_from([None, 4, 6]))
+    kw = {}
+    if family is not None:
+        for field in draw(st.sampled_from([("src",), ("dst",), ("src", "dst")])):
+            kw[field] = draw(fw_prefixes(family))
+    proto = draw(st.sampled_from(FW_PROTOCOLS))
+    if family == 4 and proto == "icmpv6":
+        proto = "icmp"
+    if family == 6 and proto == "icmp":
+        proto = "icmpv6"
+    if proto is not None:
+        kw["protocol"] = proto
+    protos = {proto} if isinstance(proto, str) else set(proto) if isinstance(proto, tuple) \
+        else set()
+    if protos and protos <= {"tcp", "udp", "sctp", "udplite"}:
+        for field in ("sport", "dport"):
+            if draw(st.booleans()):
+                kw[field] = draw(fw_port_ranges)
+    if proto == "tcp" and draw(st.booleans()):
+        mask = draw(st.integers(1, 255))
+        kw["tcp_flags"] = (draw(st.integers(0, 255)) & mask, mask)
+    if proto in ("icmp", "icmpv6") and draw(st.booleans()):
+        kw["icmp_type"] = draw(st.sampled_from([0, 3, 8, 11, 128, 129]) | u8)
+    kw["direction"] = draw(st.sampled_from([None, None, "ingress", "egress"]))
+    return _fw.Rule(action, **kw)
+
+
+def fw_rulesets(max_rules=10, actions=("pass", "drop", "count", "rate_limit")):
+    """RuleSets of up to ``max_rules`` rules with any policies."""
+    return st.builds(
+        _fw.RuleSet, st.lists(fw_rules(actions), max_size=max_rules),
+        default=st.sampled_from(["pass", "drop"]),
+        fragments=st.sampled_from(["addresses", "addresses", "drop", "pass"]),
+        malformed=st.sampled_from(["drop", "pass"]),
+        non_ip=st.sampled_from(["pass", "drop"]))
+
+
+def _fw_ip(draw, family, proto=None):
+    src, dst = draw(fw_addresses(family)), draw(fw_addresses(family))
+    if family == 4:
+        return pk.IPv4(src=src, dst=dst, proto=proto,
+                       flags=draw(st.sampled_from([0, pk.IPv4Flags.DF])))
+    return pk.IPv6(src=src, dst=dst, next_header=proto)
+
+
+@st.composite
+def fw_packets(draw):
+    """Bytes of a frame for the firewall: mostly IP with transport headers
+    from the pools, sometimes anything ``packets()`` makes, often hostile
+    or broken."""
+    kind = draw(st.sampled_from(["tcp", "tcp", "udp", "icmp", "sctp", "other", "generic"]))
+    if kind == "generic":
+        p = draw(packets(gue=False, max_depth=0))
+    else:
+        family = draw(st.sampled_from([4, 6]))
+        eth = pk.Ethernet(dst=draw(macs), src=draw(macs))
+        payload = pk.Raw(draw(st.binary(min_size=1, max_size=16)))
+        if kind == "tcp":
+            l4 = [pk.TCP(sport=draw(fw_ports), dport=draw(fw_ports),
+                         flags=pk.TCPFlags(draw(st.integers(0, 255)))), payload]
+            ip = _fw_ip(draw, family)
+        elif kind == "udp":
+            l4 = [pk.UDP(sport=draw(fw_ports), dport=draw(fw_ports)), payload]
+            ip = _fw_ip(draw, family, draw(st.sampled_from([None, None, 136])))
+        elif kind == "icmp":
+            t = draw(st.sampled_from([0, 3, 8, 11, 128, 129]) | u8)
+            l4 = [(pk.ICMP if family == 4 else pk.ICMPv6)(type=t, code=draw(u8)), payload]
+            ip = _fw_ip(draw, family)
+        elif kind == "sctp":
+            ports = draw(fw_ports).to_bytes(2, "big") + draw(fw_ports).to_bytes(2, "big")
+            l4 = [pk.Raw(ports + bytes(8))]
+            ip = _fw_ip(draw, family, 132)
+        else:
+            proto = draw(st.sampled_from([47, 50, 59, 4, 41, 1, 58, 136]) | u8)
+            l4 = [payload]
+            ip = _fw_ip(draw, family, proto)
+        p = pk.Packet([eth, ip] + l4)
+        if family == 4 and draw(st.sampled_from([False, False, True])):
+            p = pk.with_ipv4_options(p, draw(ipv4_options))
+        if family == 6 and draw(st.sampled_from([False, True])):
+            chain = draw(st.one_of(
+                ipv6_extension_chains,
+                st.integers(7, 10).map(lambda n: [pk.IPv6DestOpts()] * n)))
+            p = pk.with_ipv6_extensions(p, chain)
+        frag = draw(st.sampled_from(["whole", "whole", "later", "later", "first"]))
+        if frag != "whole":
+            frags = pk.fragment(p, [draw(st.sampled_from([24, 16, 8])), 1024])
+            p = frags[-1 if frag == "later" else 0]
+        tags = draw(st.sampled_from([0, 0, 0, 1, 2, 3]))
+        if tags:
+            p = pk.with_vlan(p, *draw(st.lists(st.integers(0, 4095), min_size=tags,
+                                                max_size=tags)))
+    data = bytearray(bytes(p))
+    mutation = draw(st.sampled_from(["none", "none", "none", "truncate", "corrupt", "pad"]))
+    if mutation == "truncate":
+        del data[draw(st.integers(14, max(14, len(data)))):]
+    elif mutation == "corrupt":
+        for _ in range(draw(st.integers(1, 2))):
+            data[draw(st.integers(12, len(data) - 1))] = draw(u8)
+    elif mutation == "pad":
+        data += bytes(draw(st.integers(1, 40)))
+    if len(data) < 14:
+        data += bytes(14 - len(data))
+    return bytes(data)

@@ -193,7 +193,7 @@ def obj_programs(ptr):
 def map_desc(m):
     """Static description of an object's map (before or after load)."""
     return dict(
-        name=ffi.string(lib.bpf_map__name(m)).decode(),
+        name=ffi.string(lib.bpf_map__name(m)).decode(errors="backslashreplace"),
         type=lib.bpf_map__type(m),
         key_size=lib.bpf_map__key_size(m),
         value_size=lib.bpf_map__value_size(m),
@@ -232,8 +232,8 @@ def map_fd(m):
 
 def prog_desc(p):
     return dict(
-        name=ffi.string(lib.bpf_program__name(p)).decode(),
-        section=ffi.string(lib.bpf_program__section_name(p)).decode(),
+        name=ffi.string(lib.bpf_program__name(p)).decode(errors="backslashreplace"),
+        section=ffi.string(lib.bpf_program__section_name(p)).decode(errors="backslashreplace"),
         type=lib.bpf_program__type(p),
         expected_attach_type=lib.bpf_program__expected_attach_type(p),
         insn_count=lib.bpf_program__insn_cnt(p),

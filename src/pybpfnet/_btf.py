@@ -24,6 +24,10 @@ class Kind:
              "var", "datasec", "float", "decl_tag", "type_tag", "enum64")
 
 
+#: deepest chain of pointer/array/qualifier types followed (well past any
+#: real C type; deeper chains are cycles in malformed BTF)
+_MAX_DEPTH = 64
+
 #: kinds that only qualify another type
 _QUALIFIERS = frozenset((Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST,
                          Kind.RESTRICT, Kind.TYPE_TAG))
@@ -119,7 +123,10 @@ class Btf:
             t = self[t.type_id]
         raise ObjectFormatError(22, "BTF", "type %d: qualifier chain too long" % type_id)
 
-    def sizeof(self, type_id):
+    def sizeof(self, type_id, _depth=0):
+        if _depth > _MAX_DEPTH:
+            raise ObjectFormatError(22, "BTF", "type %d: array/var chain too long "
+                                    "(a type that contains itself?)" % type_id)
         t = self.resolve(type_id)
         if t.kind in (Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64,
                       Kind.FLOAT, Kind.DATASEC):
@@ -127,31 +134,38 @@ class Btf:
         if t.kind == Kind.PTR:
             return 8
         if t.kind == Kind.ARRAY:
-            return self.sizeof(t.elem_id) * t.nelems
+            return self.sizeof(t.elem_id, _depth + 1) * t.nelems
         if t.kind == Kind.VAR:
-            return self.sizeof(t.type_id)
+            return self.sizeof(t.type_id, _depth + 1)
         raise ObjectFormatError(22, "BTF", "type %r has no size" % t)
 
-    def c_name(self, type_id):
+    def c_name(self, type_id, _depth=0):
         """A C spelling of the type, for messages and stubs."""
         if type_id == 0:
             return "void"
+        if _depth > _MAX_DEPTH:
+            return "..."
         t = self[type_id]
         k = t.kind
+        d = _depth + 1
         if k in (Kind.STRUCT, Kind.UNION):
             return "%s %s" % (t.kind_name, t.name or "<anon>")
         if k in (Kind.ENUM, Kind.ENUM64):
             return "enum %s" % (t.name or "<anon>")
         if k == Kind.PTR:
-            return self.c_name(t.type_id) + " *"
-        if k == Kind.ARRAY:
-            return "%s[%d]" % (self.c_name(t.elem_id), t.nelems)
+            return self.c_name(t.type_id, d) + " *"
+        if k == Kind.ARRAY:  # C spells u32[2][3] for 2 x u32[3]
+            elem = self.c_name(t.elem_id, d)
+            i = elem.find("[")
+            if i >= 0:
+                return "%s[%d]%s" % (elem[:i], t.nelems, elem[i:])
+            return "%s[%d]" % (elem, t.nelems)
         if k == Kind.CONST:
-            return "const " + self.c_name(t.type_id)
+            return "const " + self.c_name(t.type_id, d)
         if k == Kind.VOLATILE:
-            return "volatile " + self.c_name(t.type_id)
+            return "volatile " + self.c_name(t.type_id, d)
         if k in (Kind.RESTRICT, Kind.TYPE_TAG):
-            return self.c_name(t.type_id)
+            return self.c_name(t.type_id, d)
         return t.name or t.kind_name
 
 
@@ -174,6 +188,9 @@ def parse(raw):
             raise ObjectFormatError(22, "BTF", "bad magic 0x%04x" % magic)
     _, version, flags, hdr_len, type_off, type_len, str_off, str_len = \
         struct.unpack_from(endian + "HBBIIIII", raw)
+    if hdr_len < _HDR.size:
+        raise ObjectFormatError(22, "BTF", "header length %d is shorter than the "
+                                "%d-byte header" % (hdr_len, _HDR.size))
     base = hdr_len
     if base + str_off + str_len > len(raw) or base + type_off + type_len > len(raw):
         raise ObjectFormatError(22, "BTF", "section offsets exceed the blob")
@@ -273,11 +290,14 @@ def parse(raw):
             else:
                 raise ObjectFormatError(22, "BTF", "unknown type kind %d at "
                                         "type id %d" % (kind, tid))
+            if pos > end:
+                raise struct.error("type runs past the type section")
             types.append(t)
             tid += 1
     except struct.error:
         raise ObjectFormatError(22, "BTF", "type section truncated at type id "
                                 "%d" % tid) from None
+    _check_refs(types)
     btf = Btf(types, raw)
     # datasec variables are named by their VAR types
     for t in types:
@@ -286,3 +306,24 @@ def parse(raw):
                 if 0 < m.type_id < len(types):
                     m.name = types[m.type_id].name
     return btf
+
+
+def _check_refs(types):
+    """Every type id a type refers to must exist (libbpf 1.1 does not check
+    this at open, and later lookups would fail far from the cause)."""
+    n = len(types)
+    for t in types[1:]:
+        refs = []
+        if t.kind in (Kind.PTR, Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT,
+                      Kind.FUNC, Kind.FUNC_PROTO, Kind.VAR, Kind.DECL_TAG,
+                      Kind.TYPE_TAG):
+            refs.append(t.type_id)
+        if t.kind == Kind.ARRAY:
+            refs.append(t.elem_id)
+        if t.kind in (Kind.STRUCT, Kind.UNION, Kind.FUNC_PROTO, Kind.DATASEC):
+            refs.extend(m.type_id for m in t.members)
+        for r in refs:
+            if r >= n:
+                raise ObjectFormatError(22, "BTF", "type id %d (%s %r) refers to type "
+                                        "id %d, but the blob has %d types"
+                                        % (t.id, t.kind_name, t.name, r, n - 1))

@@ -14,8 +14,12 @@ is ever truncated silently.
 """
 
 import collections
+import collections.abc
 import enum
+import gc
+import itertools
 import keyword
+import operator
 import re
 import struct
 
@@ -61,7 +65,7 @@ class Codec:
         c_type = self.c_type
 
         if build is None:
-            if self.nitems == 1:
+            if self.flat_scalar:
                 def decode(buf, offset=0):
                     return unpack_from(buf, offset)[0]
             else:
@@ -100,10 +104,10 @@ class Codec:
     def decode_many(self, buf, count, stride=None):
         """Decode ``count`` consecutive values (batch paths)."""
         stride = stride or self.size
-        if stride == self.size and self.fmt is not None and count:
+        if stride == self.size and self.fmt is not None and count and self.size:
             build = self.build_items()
             items = self.struct.iter_unpack(memoryview(buf)[:count * stride])
-            if self.nitems == 1 and build is None:
+            if self.flat_scalar and build is None:
                 return [t[0] for t in items]
             if build is None:
                 return list(items)
@@ -164,25 +168,32 @@ class IntCodec(Codec):
             (1, True): "b", (2, True): "h", (4, True): "i", (8, True): "q"}
 
     def __init__(self, size, signed=False, c_type=None, is_bool=False):
+        if not 0 < size <= 16:
+            raise CodecError("integer type %s of %d bytes is not supported (BTF "
+                             "integers have 1 to 16 bytes)" % (c_type or "?", size))
         self.size = size
         self.signed = signed
-        self.is_bool = is_bool
+        self.is_bool = is_bool = is_bool and size == 1
         self.c_type = c_type or ("%s%d" % ("s" if signed else "u", size * 8))
         if size in (1, 2, 4, 8):
             self.fmt = "?" if is_bool else self._FMT[(size, signed)]
-            self.identity_flatten = True
+            # struct's "?" packs any object by its truth value: bools are checked
+            self.identity_flatten = not is_bool
         else:  # __int128 and odd sizes travel as raw bytes
             self.fmt = "%ds" % size
         if signed:
             self.lo, self.hi = -(1 << (size * 8 - 1)), (1 << (size * 8 - 1)) - 1
         else:
-            self.lo, self.hi = 0, (1 << (size * 8)) - 1
+            self.lo, self.hi = 0, 1 if is_bool else (1 << (size * 8)) - 1
         self._compile()
 
     def flatten(self, value):
         if self.fmt.endswith("s"):
             self.check(value, "")
-            return value.to_bytes(self.size, "little", signed=self.signed)
+            return operator.index(value).to_bytes(self.size, "little", signed=self.signed)
+        if self.is_bool and value is not True and value is not False:
+            self.check(value, "")
+            return bool(operator.index(value))
         return value
 
     def build_items(self):
@@ -203,9 +214,11 @@ class IntCodec(Codec):
             try:
                 value = value.__index__()
             except (AttributeError, TypeError):
-                _fail(path, self.c_type, "an int", value)
+                _fail(path, self.c_type, "a bool or 0/1" if self.is_bool else "an int",
+                      value)
         if not self.lo <= value <= self.hi:
-            _fail(path, self.c_type, "an int in %d..%d" % (self.lo, self.hi), value)
+            _fail(path, self.c_type, "a bool or 0/1" if self.is_bool else
+                  "an int in %d..%d" % (self.lo, self.hi), value)
 
     def annotation(self):
         return "bool" if self.is_bool else "int"
@@ -230,6 +243,10 @@ class EnumCodec(IntCodec):
         names = {}
         for m in members:
             n = _identifier(m.name)
+            if len(n) > 2 and n[0] == "_" and n[-1] == "_":
+                n = n.rstrip("_")   # _sunder_ and __dunder__ names are Enum's
+            elif n == "mro":
+                n += "_"
             if n not in names:
                 names[n] = m.value
         self.py_type = enum.IntEnum(cls_name, names) if names else None
@@ -261,6 +278,11 @@ class FloatCodec(Codec):
     def check(self, value, path):
         if not isinstance(value, (int, float)):
             _fail(path, self.c_type, "a float", value)
+        try:
+            struct.pack("=" + self.fmt, value)
+        except (OverflowError, struct.error):
+            _fail(path, self.c_type, "a number within the range of %s" % self.c_type,
+                  value)
 
     def zero(self):
         return 0.0
@@ -347,15 +369,19 @@ class ArrayCodec(Codec):
         self.elem = elem
         self.n = n
         self.size = elem.size * n
-        self.c_type = "%s[%d]" % (elem.c_type, n)
+        self.c_type = _array_c_type(elem.c_type, n)
         self.flat_scalar = False
+        if elem.nitems * n > _MAX_ITEMS:
+            raise CodecError("%s has %d items, more than any BPF map value holds"
+                             % (self.c_type, elem.nitems * n))
         if elem.fmt is not None:
-            self.fmt = elem.fmt * n
+            # "4I", not "IIII": a format string stays small for long arrays
+            self.fmt = "%d%s" % (n, elem.fmt) if len(elem.fmt) == 1 else elem.fmt * n
             self.nitems = elem.nitems * n
         self._compile()
 
     def flatten(self, value):
-        if len(value) != self.n:
+        if type(value) is not tuple and type(value) is not list or len(value) != self.n:
             self.check(value, "")
         ef = self.elem.flatten
         if self.elem.flat_scalar:
@@ -369,9 +395,12 @@ class ArrayCodec(Codec):
 
     def build_items(self):
         eb = self.elem.build_items()
-        if eb is None and self.elem.nitems == 1:
+        if eb is None and self.elem.flat_scalar:
             return None
         k = self.elem.nitems
+        if k == 0:
+            zero = self.zero()
+            return lambda t: zero
         if eb is None:
             return lambda t: tuple(t[i:i + k] for i in range(0, len(t), k))
         if k == 1:
@@ -380,15 +409,18 @@ class ArrayCodec(Codec):
 
     def build_expr(self, items):
         k = self.elem.nitems
-        parts = [self.elem.build_expr(items[i:i + k]) for i in range(0, len(items), k)]
-        return "(%s,)" % ", ".join(parts)
+        if k == 0:
+            parts = [self.elem.build_expr([])] * self.n
+        else:
+            parts = [self.elem.build_expr(items[i:i + k]) for i in range(0, len(items), k)]
+        return "(%s,)" % ", ".join(parts) if parts else "()"
 
     def check(self, value, path):
         try:
             n = len(value)
         except TypeError:
             _fail(path, self.c_type, "a sequence of %d" % self.n, value)
-        if isinstance(value, (str, bytes, dict)) or n != self.n:
+        if isinstance(value, _NOT_ARRAYS) or n != self.n:
             _fail(path, self.c_type, "a sequence of exactly %d items" % self.n, value)
         for i, v in enumerate(value):
             self.elem.check(v, "%s[%d]" % (path, i))
@@ -402,6 +434,22 @@ class ArrayCodec(Codec):
     def numpy_dtype(self):
         import numpy as np
         return np.dtype((self.elem.numpy_dtype(), (self.n,)))
+
+
+def _array_c_type(elem, n):
+    """C spelling of elem[n]: an array of u32[3] is u32[n][3]."""
+    i = elem.find("[")
+    return "%s[%d]" % (elem, n) if i < 0 else "%s[%d]%s" % (elem[:i], n, elem[i:])
+
+
+#: the kernel caps a map value at KMALLOC_MAX_SIZE (4 MiB); an array with
+#: more scalar items than this comes from malformed BTF
+_MAX_ITEMS = 1 << 24
+
+#: iterables that are not an array's elements (bytes would be read as ints,
+#: a dict as its keys, a set in no defined order)
+_NOT_ARRAYS = (str, bytes, bytearray, memoryview, collections.abc.Mapping,
+               collections.abc.Set)
 
 
 def _identifier(name):
@@ -452,6 +500,11 @@ class StructCodec(Codec):
         self.size = size
         self.fields = fields
         self.c_type = c_type or "%s %s" % (self.kind, name or "<anon>")
+        for f in fields:
+            end = f.bit_offset + f.bit_size if f.bit_size else (f.offset + f.codec.size) * 8
+            if end > size * 8:
+                raise CodecError("%s (%d bytes): member %r (%s) ends at bit %d, past its end"
+                                 % (self.c_type, size, f.name, f.codec.c_type, end))
         self.py_type, self.field_names = _make_class(
             name or "anon_%s" % self.kind, fields, self)
         self._bitfields = any(f.bit_size for f in fields)
@@ -482,8 +535,9 @@ class StructCodec(Codec):
         if flat_ok:
             self.fmt = "".join(fmt)
             self.nitems = items
+            self._field_exprs = exprs
             self.flat_scalar = False
-            simple = all(f.codec.nitems == 1 and f.codec.build_items() is None
+            simple = all(f.codec.flat_scalar and f.codec.build_items() is None
                          for f in self.fields)
             ns = {"_new": _tuple_new, "C": cls}
             self._gen_ns(ns)
@@ -503,6 +557,35 @@ class StructCodec(Codec):
             self._simple = False
         self._compile_flatten()
         self._compile()
+        if not self.flat_scalar:
+            self._compile_direct()
+
+    def _compile_direct(self):
+        """encode/decode as single generated functions (one Python frame
+        per call, nested members inline)."""
+        ns = {"_new": _tuple_new, "C": self.py_type, "pack": self.struct.pack,
+              "unpack_from": self.struct.unpack_from, "_check": self.check,
+              "_fail": _fail, "_err": (struct.error, TypeError, OverflowError),
+              "c_type": self.c_type}
+        self._gen_ns(ns)
+        if self._simple:
+            dec = "    return _new(C, unpack_from(buf, offset))\n"
+        else:
+            dec = "    t = unpack_from(buf, offset)\n    return _new(C, (%s,))\n" % (
+                ", ".join(self._field_exprs))
+        lines = []
+        items = _inline_flatten(self, "v", lines, ns, [0])
+        enc = ("def encode(v):\n"
+               "    try:\n%s"
+               "        return pack(%s)\n"
+               "    except _err:\n"
+               "        _check(v, '')\n"
+               "        _fail('', c_type, 'a value of this type', v)\n") % (
+            "".join("        %s\n" % ln for ln in lines), ", ".join(items))
+        exec("def decode(buf, offset=0):\n" + dec, ns)
+        exec(enc, ns)
+        self.decode = ns["decode"]
+        self.encode = ns["encode"]
 
     def _gen_ns(self, ns):
         def walk(c):
@@ -515,6 +598,8 @@ class StructCodec(Codec):
         walk(self)
         for c in _iter_codecs(self):
             ns["_build_%d" % id(c)] = getattr(c, "_build", None)
+            if isinstance(c, StructCodec):
+                ns["_cls_%d" % id(c)] = c.py_type
 
     def _compile_flatten(self):
         cls = self.py_type
@@ -531,29 +616,41 @@ class StructCodec(Codec):
                 return value if type(value) is cls else coerce(value)
             self.flatten = flatten
             return
-        # general: per-field flatten of nested members
-        parts = []
-        ns = {"C": cls, "coerce": coerce}
-        for i, f in enumerate(self.fields):
-            ns["f%d" % i] = f.codec.flatten
-            if f.codec.flat_scalar:
-                parts.append("f%d(v[%d])" % (i, i))
-            else:
-                parts.append("*f%d(v[%d])" % (i, i))
-        src = ("def flatten(v):\n"
-               "    if type(v) is not C:\n"
-               "        v = coerce(v)\n"
-               "    return (%s,)\n" % ", ".join(parts))
+        # general: nested members flattened inline by generated code, so an
+        # encode costs one Python frame whatever the nesting
+        ns = {}
+        lines = []
+        items = _inline_flatten(self, "v", lines, ns, [0])
+        src = "def flatten(v):\n%s    return (%s,)\n" % (
+            "".join("    %s\n" % ln for ln in lines), ", ".join(items))
         exec(src, ns)
         self.flatten = ns["flatten"]
 
     def build_items(self):
         return self._build
 
+    def decode_many(self, buf, count, stride=None):
+        if self._simple and (stride or self.size) == self.size and count and self.size:
+            # all in C, no Python frame per record; the cyclic GC is paused
+            # because a burst of new tuples would trigger full collections
+            # that cost more than the decoding (records hold no cycles)
+            was = gc.isenabled()
+            gc.disable()
+            try:
+                return list(map(_tuple_new, itertools.repeat(self.py_type, count),
+                                self.struct.iter_unpack(memoryview(buf)[:count * self.size])))
+            finally:
+                if was:
+                    gc.enable()
+        return Codec.decode_many(self, buf, count, stride)
+
     def build_expr(self, items):
         if self.flat_scalar:
             return "_build_%d((%s,))" % (id(self), items[0])
-        return "_build_%d((%s,))" % (id(self), ", ".join(items))
+        # inline: the field expressions refer to t[0..]; shift them to items
+        sub = re.sub(r"\bt\[(\d+)\]", lambda m: items[int(m.group(1))],
+                     ", ".join(self._field_exprs))
+        return "_new(_cls_%d, (%s,))" % (id(self), sub)
 
     def _coerce(self, value):
         cls = self.py_type
@@ -584,6 +681,7 @@ class StructCodec(Codec):
             sub = "%s.%s" % (path, name) if path else name
             f.codec.check(x, sub)
             if f.bit_size:
+                x = operator.index(x)
                 lo = -(1 << (f.bit_size - 1)) if getattr(f.codec, "signed", False) else 0
                 hi = (1 << (f.bit_size - (1 if lo else 0))) - 1
                 if not lo <= x <= hi:
@@ -610,7 +708,7 @@ class StructCodec(Codec):
         whole = 0
         for f, x in zip(self.fields, v):
             if f.bit_size:
-                whole |= (x & ((1 << f.bit_size) - 1)) << f.bit_offset
+                whole |= (operator.index(x) & ((1 << f.bit_size) - 1)) << f.bit_offset
             else:
                 b = f.codec.encode(x)
                 buf[f.offset:f.offset + len(b)] = b
@@ -638,6 +736,47 @@ class StructCodec(Codec):
                          "formats": [f.codec.numpy_dtype() for f in self.fields],
                          "offsets": [f.offset for f in self.fields],
                          "itemsize": self.size})
+
+
+def _inline_flatten(codec, expr, lines, ns, counter):
+    """Append statements that validate/convert ``expr`` (a value of
+    ``codec``) and return the item expressions for its struct format."""
+    k = counter[0]
+    counter[0] += 1
+    if codec.identity_flatten:
+        return [expr]
+    if isinstance(codec, StructCodec) and not codec.flat_scalar:
+        ns["C%d" % k] = codec.py_type
+        ns["coerce%d" % k] = codec._coerce
+        var = "s%d" % k
+        lines.append("%s = %s" % (var, expr))
+        lines.append("if type(%s) is not C%d: %s = coerce%d(%s)" % (var, k, var, k, var))
+        out = []
+        for i, f in enumerate(codec.fields):
+            out += _inline_flatten(f.codec, "%s[%d]" % (var, i), lines, ns, counter)
+        return out
+    ns["f%d" % k] = codec.flatten
+    var = "x%d" % k
+    if isinstance(codec, RawCodec):
+        lines.append("%s = %s" % (var, expr))
+        lines.append("if type(%s) is not bytes or len(%s) != %d: %s = f%d(%s)" % (
+            var, var, codec.size, var, k, var))
+        return [var]
+    if isinstance(codec, BytesCodec):
+        lines.append("%s = %s" % (var, expr))
+        lines.append("if type(%s) is not bytes or len(%s) > %d: %s = f%d(%s)" % (
+            var, var, codec.size, var, k, var))
+        return [var]
+    if isinstance(codec, ArrayCodec) and codec.elem.identity_flatten:
+        lines.append("%s = %s" % (var, expr))
+        # bytes, str, dicts and sets have a len() too: only tuples and lists
+        # skip the check (f returns a tuple of the checked items)
+        lines.append("if type(%s) is not tuple and type(%s) is not list or len(%s) != %d: "
+                     "%s = f%d(%s)" % (var, var, var, codec.n, var, k, var))
+        return ["*" + var]
+    if codec.flat_scalar:
+        return ["f%d(%s)" % (k, expr)]
+    return ["*f%d(%s)" % (k, expr)]
 
 
 def _iter_codecs(c):
@@ -669,7 +808,7 @@ class UnionCodec(StructCodec):
                                          int.from_bytes(raw, "little") & ((1 << f.bit_size) - 1)
                                          for f in self.fields])
 
-    def _pick(self, value):
+    def _pick(self, value, path=""):
         if isinstance(value, dict):
             if len(value) != 1:
                 raise CodecError("%s: give exactly one member as a dict, got %d" % (
@@ -680,16 +819,49 @@ class UnionCodec(StructCodec):
                     self.c_type, name, ", ".join(self.field_names)))
             return self.fields[self.field_names.index(name)], v, name
         if isinstance(value, tuple) and len(value) == len(self.fields):
-            i = max(range(len(self.fields)), key=lambda i: self.fields[i].codec.size)
-            return self.fields[i], value[i], self.field_names[i]
+            return self._pick_member(value, path)
         raise CodecError("%s: expected %s or a dict of one member, got %r" % (
             self.c_type, self.py_type.__name__, value))
+
+    def _pick_member(self, value, path):
+        """The member of an instance to write: the largest when all members
+        hold the same bytes (a decoded value), else the only non-zero one;
+        an instance with two conflicting members is refused rather than
+        dropping one of them."""
+        order = sorted(range(len(self.fields)), key=lambda i: -self.fields[i].codec.size)
+        raw = {}
+        for i in order:
+            f = self.fields[i]
+            if not f.bit_size:
+                n = self.field_names[i]
+                f.codec.check(value[i], "%s.%s" % (path, n) if path else n)
+                raw[i] = f.codec.encode(value[i])
+        if not raw:
+            i = order[0]
+            return self.fields[i], value[i], self.field_names[i]
+        big = raw[order[0]] if order[0] in raw else max(raw.values(), key=len)
+        if all(big.startswith(b) for b in raw.values()):
+            i = next(i for i in order if i in raw)
+            return self.fields[i], value[i], self.field_names[i]
+        set_ = [i for i in raw if raw[i].strip(b"\0")]
+        if len(set_) == 1:
+            i = set_[0]
+            return self.fields[i], value[i], self.field_names[i]
+        raise CodecError("%s: members %s hold different values; give the one to write "
+                         "as a dict, e.g. {%r: ...}" % (
+                             self.c_type, " and ".join(self.field_names[i] for i in set_),
+                             self.field_names[set_[0]]))
 
     def _coerce(self, value):
         return value
 
     def check(self, value, path):
-        f, v, name = self._pick(value)
+        try:
+            f, v, name = self._pick(value, path)
+        except CodecError as e:
+            if not path or str(e).startswith("field "):
+                raise
+            raise CodecError("field %r: %s" % (path, e)) from None
         f.codec.check(v, "%s.%s" % (path, name) if path else name)
 
     def _encode_slow(self, value):
@@ -707,17 +879,36 @@ class UnionCodec(StructCodec):
 
 # ------------------------------------------------------------------ BTF
 
+#: cache mark of a type whose codec is being built (seen again: a cycle)
+_BUILDING = object()
+
+
 def from_btf(btf, type_id, _cache=None):
     """The codec for BTF type ``type_id`` (typedefs/qualifiers resolved)."""
     cache = _cache if _cache is not None else getattr(btf, "_codecs", None)
     if cache is None:
         cache = btf._codecs = {}
-    if type_id in cache:
-        return cache[type_id]
-    t = btf.resolve(type_id)
-    if t.id in cache:
-        cache[type_id] = cache[t.id]
-        return cache[t.id]
+    codec = cache.get(type_id)
+    if codec is None:
+        t = btf.resolve(type_id)
+        codec = cache.get(t.id)
+        if codec is None:
+            cache[t.id] = _BUILDING
+            try:
+                codec = _from_btf(btf, type_id, t, cache)
+            finally:
+                if cache.get(t.id) is _BUILDING:
+                    del cache[t.id]
+            cache[t.id] = codec
+        if codec is not _BUILDING:
+            cache[type_id] = codec
+    if codec is _BUILDING:
+        raise CodecError("BTF type %s (id %d) contains itself" % (
+            btf.c_name(type_id), type_id))
+    return codec
+
+
+def _from_btf(btf, type_id, t, cache):
     c_name = btf.c_name(type_id)
     k = t.kind
     if k == Kind.INT:
@@ -765,7 +956,6 @@ def from_btf(btf, type_id, _cache=None):
         codec = from_btf(btf, t.type_id, cache)
     else:
         raise CodecError("no codec for BTF %s type %r" % (t.kind_name, c_name))
-    cache[type_id] = cache[t.id] = codec
     return codec
 
 
@@ -782,8 +972,13 @@ _SCALARS = {
     "uint8_t": (1, False), "uint16_t": (2, False), "uint32_t": (4, False),
     "uint64_t": (8, False), "int8_t": (1, True), "int16_t": (2, True),
     "int32_t": (4, True), "int64_t": (8, True), "bool": (1, False),
+    "char": (1, True), "signed char": (1, True), "unsigned char": (1, False),
+    "long long": (8, True), "unsigned long long": (8, False),
 }
-_ARRAY_RE = re.compile(r"^(.*?)\s*\[(\d+)\]$")
+# the first [N] is the outermost dimension, as in C: u32[2][3] is 2 x u32[3]
+_ARRAY_RE = re.compile(r"^([^\[]*?)\s*\[(\d+)\]((?:\s*\[\d+\])*)$")
+_BYTE_ELEMS = frozenset(("char", "signed char", "unsigned char", "u8", "__u8", "uint8_t",
+                         "s8", "__s8", "i8", "int8_t"))
 
 
 def from_description(desc, name="value"):
@@ -801,10 +996,10 @@ def from_description(desc, name="value"):
         s = desc.strip()
         m = _ARRAY_RE.match(s)
         if m:
-            elem, n = m.group(1), int(m.group(2))
-            if elem in ("char", "unsigned char", "u8", "__u8", "uint8_t", "s8"):
+            elem, n, inner = m.group(1), int(m.group(2)), m.group(3)
+            if elem in _BYTE_ELEMS and not inner:
                 return BytesCodec(n, "%s[%d]" % (elem, n))
-            return ArrayCodec(from_description(elem, name), n)
+            return ArrayCodec(from_description(elem + inner, name), n)
         if s in _SCALARS:
             size, signed = _SCALARS[s]
             return IntCodec(size, signed, s, is_bool=(s == "bool"))
@@ -818,7 +1013,16 @@ def from_description(desc, name="value"):
             isinstance(p, (list, tuple)) and len(p) == 2 for p in desc):
         fields, off, align = [], 0, 1
         for fname, fdesc in desc:
-            c = from_description(fdesc, name)
+            if not isinstance(fname, str) or not fname.isidentifier() or \
+                    keyword.iskeyword(fname) or fname.startswith("_"):
+                raise CodecError("%s field name %r: expected a Python identifier not "
+                                 "starting with '_'" % (name, fname))
+            if any(f.name == fname for f in fields):
+                raise CodecError("%s field %r appears twice" % (name, fname))
+            try:
+                c = from_description(fdesc, name)
+            except CodecError as e:
+                raise CodecError("field %r: %s" % (fname, e)) from None
             a = _alignment(c)
             off = (off + a - 1) // a * a
             fields.append(_Field(fname, c, off))
@@ -826,7 +1030,9 @@ def from_description(desc, name="value"):
             align = max(align, a)
         size = (off + align - 1) // align * align
         return StructCodec(name, size, fields)
-    raise CodecError("cannot read %s type description %r" % (name, desc))
+    raise CodecError("cannot read %s type description %r: expected a C type name "
+                     "('u32', 'char[16]', 'u32[4]', ...), a size in bytes, or a "
+                     "non-empty list of (field, type) pairs" % (name, desc))
 
 
 def _alignment(c):

@@ -12,6 +12,7 @@ import errno as _errno
 import ipaddress
 import os
 import socket
+import struct
 import sys
 import typing
 import warnings
@@ -181,7 +182,12 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
         self._fd = fd
         self._owns_fd = owns_fd
         self.name = name
-        self.type = MapType.parse(type)
+        try:
+            self.type = MapType.parse(type)
+        except ValueError:
+            if not isinstance(type, int):
+                raise
+            self.type = type  # newer than this pybpfnet: generic access
         self.key_size = key_size
         self.value_size = value_size
         self.max_entries = max_entries
@@ -700,16 +706,45 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
         kraw, vraw, n = self._encode_batch(items)
         if n == 0:
             return 0
-        if self.type in _b.BATCH_TYPES and self.type not in (
-                MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
-            return _b.update_batch(self.fd, kraw, vraw, n, flags)
+        self._check_batch_keys(kraw, n)
         ks, vs = self.key_size, self._vstride
-        for i in range(n):
-            rc = _b.update_elem(self._fd, kraw[i * ks:(i + 1) * ks],
-                                vraw[i * vs:(i + 1) * vs], flags)
-            if rc:
-                raise _b.error(-rc, "update element %d of %d in map %r" % (i, n, self.name))
-        return n
+        # the kernel's batch update takes no NOEXIST/EXIST (only F_LOCK)
+        if self.type in _b.BATCH_TYPES and self.type not in (
+                MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS) and \
+                not flags & (UpdateFlags.NOEXIST | UpdateFlags.EXIST):
+            try:
+                return _b.update_batch(self.fd, kraw, vraw, n, flags)
+            except BpfError as e:
+                # a refusal before the first write leaves count unchanged
+                done, err = (e.done if e.done < n else 0), e.errno
+        else:
+            for done in range(n):
+                rc = _update_elem(self._fd, bytes(memoryview(kraw)[done * ks:(done + 1) * ks]),
+                                  bytes(memoryview(vraw)[done * vs:(done + 1) * vs]), flags)
+                if rc:
+                    err = -rc
+                    break
+            else:
+                return n
+        key = self._kdec(bytes(memoryview(kraw)[done * ks:(done + 1) * ks]))
+        failed = done
+        if done and flags & UpdateFlags.NOEXIST:
+            # everything written so far was new: take it out again
+            self.delete_batch_raw(bytes(memoryview(kraw)[:done * ks]), done)
+            done = 0
+        reason = ("map is full (max_entries=%d)" % self.max_entries if err == _errno.E2BIG
+                  else "key exists" if err == _errno.EEXIST
+                  else "key not found" if err == _errno.ENOENT else os.strerror(err))
+        exc = _b.error(err, "batch update of map %r" % self.name,
+                       "element %d of %d (key %r): %s%s" % (
+                           failed, n, key, reason,
+                           "; the %d elements before it were written" % done if done else ""))
+        exc.done = done
+        raise exc
+
+    def _check_batch_keys(self, kraw, n):
+        """Refuse, before anything is written, keys the kernel would refuse
+        part-way through a batch (subclasses know their key rules)."""
 
     def _encode_batch(self, items):
         np_pair = (isinstance(items, tuple) and len(items) == 2
@@ -725,7 +760,9 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
                                      self.name, keys.dtype.itemsize, vals.dtype.itemsize,
                                      kd.itemsize, vd.itemsize))
             import numpy as np
-            return (np.ascontiguousarray(keys), np.ascontiguousarray(vals), len(keys))
+            # flat byte views: element i's key is bytes [i*key_size, (i+1)*key_size)
+            return (np.ascontiguousarray(keys).view(np.uint8).reshape(-1),
+                    np.ascontiguousarray(vals).view(np.uint8).reshape(-1), len(keys))
         if isinstance(items, collections.abc.Mapping):
             items = items.items()
         kenc, venc = self._encode_key, self._venc
@@ -858,6 +895,19 @@ class ArrayMap(Map):
     cannot be deleted (``clear()`` zeroes them)."""
     map_type = MapType.ARRAY
 
+    def _check_batch_keys(self, kraw, n):
+        for i, (k,) in enumerate(struct.iter_unpack("=I", memoryview(kraw)[:n * 4])):
+            if k >= self.max_entries:
+                raise BpfError(_errno.E2BIG, "batch update of map %r" % self.name,
+                               "element %d: index %d is out of range 0..%d; nothing "
+                               "was written" % (i, k, self.max_entries - 1))
+
+    def _update_error(self, err, key, flags):
+        if err == _errno.E2BIG:
+            raise BpfError(err, "update map %r" % self.name,
+                           "index %r is out of range 0..%d" % (key, self.max_entries - 1))
+        super()._update_error(err, key, flags)
+
     def __len__(self):
         return self.max_entries
 
@@ -914,6 +964,16 @@ class LpmTrieMap(Map):
         if isinstance(kc, _codec.StructCodec) and len(kc.fields) == 2:
             return kc.py_type(net.prefixlen, packed)
         return net.prefixlen.to_bytes(4, sys.byteorder) + packed
+
+    def _check_batch_keys(self, kraw, n):
+        bits = (self.key_size - 4) * 8
+        ks = self.key_size
+        for i in range(n):
+            plen = int.from_bytes(kraw[i * ks:i * ks + 4], sys.byteorder)
+            if plen > bits:
+                raise BpfError(_errno.EINVAL, "batch update of map %r" % self.name,
+                               "element %d: prefix length %d exceeds the %d-bit key; "
+                               "nothing was written" % (i, plen, bits))
 
     def longest_match(self, address, default=None):
         """The value of the longest prefix containing ``address``."""

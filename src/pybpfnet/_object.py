@@ -12,6 +12,7 @@ import errno as _errno
 import importlib.resources
 import mmap
 import os
+import struct
 import warnings
 
 from pybpfnet import _binding as _b
@@ -70,7 +71,8 @@ class MapSpec:
         self._spec = spec
         self._desc = desc
         self.name = desc["name"]
-        self.type = MapType.parse(desc["type"])
+        # a map type newer than this pybpfnet stays a plain int
+        self.type = _as_enum(MapType, desc["type"])
         self.key_size = desc["key_size"]
         self.value_size = desc["value_size"]
         self._max_entries = desc["max_entries"]
@@ -124,13 +126,13 @@ class MapSpec:
                                 or map.value_size != self.value_size):
             raise ValueError("map %r (%s, key %d, value %d) cannot stand in for %r "
                              "(%s, key %d, value %d)" % (
-                                 map.name, map.type.name, map.key_size, map.value_size,
-                                 self.name, self.type.name, self.key_size, self.value_size))
+                                 map.name, _type_name(map.type), map.key_size, map.value_size,
+                                 self.name, _type_name(self.type), self.key_size, self.value_size))
         self._reuse = map
 
     def __repr__(self):
         return "<MapSpec %r %s key=%s value=%s max_entries=%d>" % (
-            self.name, self.type.name,
+            self.name, _type_name(self.type),
             self.key_type.c_type if self.key_type else self.key_size,
             self.value_type.c_type if self.value_type else self.value_size,
             self.max_entries)
@@ -152,6 +154,10 @@ class ProgramSpec:
         return "<ProgramSpec %r section=%r %s insns=%d>" % (
             self.name, self.section, getattr(self.type, "name", self.type),
             self.insn_count)
+
+
+def _type_name(t):
+    return getattr(t, "name", "type %s" % t)
 
 
 def _as_enum(cls, v):
@@ -239,6 +245,7 @@ class ObjectSpec:
     def __init__(self, data, name):
         self.name = name
         self._data = bytes(data)
+        _check_btf(self._data, name)
         handle = _b.obj_open(self._data, name)
         try:
             self._btf_raw = _b.obj_btf_raw(handle)
@@ -289,6 +296,8 @@ class ObjectSpec:
                         codec = _codec.from_btf(btf, var.type_id)
                     except CodecError:
                         continue
+                    if member.bit_offset // 8 + codec.size > len(init):
+                        continue  # outside its section: corrupt BTF
                     variables[var.name] = _Var(var.name, sec.name,
                                                member.bit_offset // 8, codec)
             self._globals = Globals(variables, images, live=False)
@@ -459,6 +468,36 @@ class BpfObject:
         return "<BpfObject %r %s programs=%s maps=%s>" % (
             self.name, "closed" if self.closed else "loaded", list(self.programs),
             list(self.maps))
+
+
+def _elf_section(data, want):
+    """The bytes of section ``want`` of a little-endian ELF64 image, or None."""
+    try:
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        entsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        if entsize < 64:
+            return None
+        strtab = struct.unpack_from("<IIQQQQ", data, shoff + shstrndx * entsize)[4]
+        for i in range(shnum):
+            name, _t, _f, _a, off, size = struct.unpack_from("<IIQQQQ", data, shoff + i * entsize)
+            end = data.find(b"\0", strtab + name)
+            if data[strtab + name:end] == want and off + size <= len(data):
+                return data[off:off + size]
+    except struct.error:
+        return None
+    return None
+
+
+def _check_btf(data, name):
+    # libbpf 1.1 follows BTF type ids without range checks (a corrupt .BTF
+    # crashes the process at open); validate with the pure-Python parser first
+    raw = _elf_section(data, b".BTF")
+    if raw is not None:
+        try:
+            _btf.parse(raw)
+        except ObjectFormatError as e:
+            raise ObjectFormatError(_errno.EINVAL, "open BPF object %r" % name,
+                                    "its .BTF section is corrupt (%s)" % e) from None
 
 
 def _mmap_section(fd, size, section):
