@@ -718,9 +718,13 @@ class StructCodec(Codec):
         return bytes(buf)
 
     def __call__(self, *args, **kwargs):
-        v = self.py_type(*args, **kwargs)
-        self.check(v, "")
-        return v
+        """A checked value; nested dicts/tuples become their classes."""
+        try:
+            v = self.py_type(*args, **kwargs)
+        except TypeError as e:
+            raise CodecError("%s: %s (fields: %s)" % (
+                self.c_type, e, ", ".join(self.field_names))) from None
+        return self.decode(self.encode(v))
 
     def zero(self):
         return self.py_type()

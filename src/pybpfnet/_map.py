@@ -380,7 +380,13 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
                 raise CodecError("per-CPU map %r takes a list of %d values (one per "
                                  "possible CPU) or a single value for all; got %d"
                                  % (self.name, ncpu, len(value)))
-            parts = [enc(v) for v in value]
+            parts = []
+            for cpu, v in enumerate(value):
+                try:
+                    parts.append(enc(v))
+                except CodecError as e:
+                    raise CodecError("per-CPU map %r, value for CPU %d: %s (a list "
+                                     "gives one value per CPU)" % (self.name, cpu, e)) from None
         else:
             parts = [enc(value)] * ncpu
         pad = b"\0" * (stride - self.value_size)
@@ -954,7 +960,8 @@ class LpmTrieMap(Map):
         try:
             net = ipaddress.ip_network(key, strict=False) if isinstance(key, str) else key
         except ValueError as e:
-            raise CodecError("LPM key %r: %s" % (key, e)) from None
+            raise CodecError("LPM key %r for map %r (C type %s): %s" % (
+                key, self.name, self.key_type.c_type, e)) from None
         data_len = self.key_size - 4
         packed = net.network_address.packed
         if len(packed) != data_len:
