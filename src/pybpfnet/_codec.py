@@ -104,24 +104,32 @@ class Codec:
     def decode_many(self, buf, count, stride=None):
         """Decode ``count`` consecutive values (batch paths)."""
         stride = stride or self.size
-        if stride == self.size and self.fmt is not None and count and self.size:
-            build = self.build_items()
-            items = self.struct.iter_unpack(memoryview(buf)[:count * stride])
-            if self.flat_scalar and build is None:
-                return [t[0] for t in items]
-            if build is None:
-                return list(items)
-            return list(map(build, items))
-        dec = self.decode
-        return [dec(buf, i * stride) for i in range(count)]
+        # the cyclic GC is paused: a burst of new tuples would trigger full
+        # collections that cost more than the decoding (values hold no cycles)
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            if stride == self.size and self.fmt is not None and count and self.size:
+                build = self.build_items()
+                items = self.struct.iter_unpack(memoryview(buf)[:count * stride])
+                if self.flat_scalar and build is None:
+                    return [t[0] for t in items]
+                if build is None:
+                    return list(items)
+                return list(map(build, items))
+            dec = self.decode
+            return [dec(buf, i * stride) for i in range(count)]
+        finally:
+            if was:
+                gc.enable()
 
     def encode_many(self, values, stride=None):
         """One bytes blob with the values at ``stride`` (>= size) apart."""
         stride = stride or self.size
-        enc = self.encode
         if stride == self.size:
-            return b"".join(enc(v) for v in values)
+            return b"".join(map(self.encode, values))
         pad = b"\0" * (stride - self.size)
+        enc = self.encode
         return b"".join(enc(v) + pad for v in values)
 
     # -- composition -------------------------------------------------------
@@ -195,6 +203,25 @@ class IntCodec(Codec):
             self.check(value, "")
             return bool(operator.index(value))
         return value
+
+    def decode_many(self, buf, count, stride=None):
+        if (stride or self.size) == self.size and self.fmt in "BHIQbhiq" and \
+                type(self) is IntCodec:
+            # memoryview formats are native: B/H/I/Q are 1/2/4/8 bytes on Linux
+            return memoryview(buf)[:count * self.size].cast(self.fmt).tolist()
+        return Codec.decode_many(self, buf, count, stride)
+
+    def encode_many(self, values, stride=None):
+        if (stride or self.size) == self.size and self.fmt in "BHIQbhiq" and \
+                not self.is_bool:
+            values = values if isinstance(values, (list, tuple)) else list(values)
+            try:
+                return struct.pack("=%d%s" % (len(values), self.fmt), *values)
+            except (struct.error, TypeError, OverflowError):
+                for v in values:
+                    self.encode(v)          # raises the precise CodecError
+                raise
+        return Codec.encode_many(self, values, stride)
 
     def build_items(self):
         if self.fmt.endswith("s"):
@@ -631,9 +658,7 @@ class StructCodec(Codec):
 
     def decode_many(self, buf, count, stride=None):
         if self._simple and (stride or self.size) == self.size and count and self.size:
-            # all in C, no Python frame per record; the cyclic GC is paused
-            # because a burst of new tuples would trigger full collections
-            # that cost more than the decoding (records hold no cycles)
+            # all in C, no Python frame per record (GC paused as in the base)
             was = gc.isenabled()
             gc.disable()
             try:

@@ -564,7 +564,10 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
         """A list of (key, value) pairs, read with the kernel's batch lookup
         where the map type has one."""
         if self.type in _b.BATCH_TYPES:
-            return list(self._batch_items())
+            out = []
+            for keys, vals in self._batch_items():
+                out.extend(zip(keys, vals))
+            return out
         return list(self._items_by_key())
 
     def values(self):
@@ -596,6 +599,7 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
                 raise
 
     def _batch_items(self, delete=False):
+        """Chunks of (keys list, values list) from the kernel's batch lookup."""
         kc, vc = self.key_type, self.value_type
         for kview, vview, n in self._batch_chunks(delete=delete):
             keys = kc.decode_many(kview, n)
@@ -604,7 +608,7 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
                 vals = [vdec(vview, i * self._vstride) for i in range(n)]
             else:
                 vals = vc.decode_many(vview, n)
-            yield from zip(keys, vals)
+            yield keys, vals
 
     def clear(self):
         """Delete every element."""
@@ -632,7 +636,10 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
         if numpy:
             return self._lookup_batch_numpy(delete)
         if self.type in _b.BATCH_TYPES:
-            return dict(self._batch_items(delete))
+            out = {}
+            for keys, vals in self._batch_items(delete):
+                out.update(zip(keys, vals))
+            return out
         items = dict(self._items_by_key())
         if delete:
             for k in items:
@@ -770,18 +777,26 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
             return (np.ascontiguousarray(keys).view(np.uint8).reshape(-1),
                     np.ascontiguousarray(vals).view(np.uint8).reshape(-1), len(keys))
         if isinstance(items, collections.abc.Mapping):
-            items = items.items()
-        kenc, venc = self._encode_key, self._venc
-        kparts, vparts = [], []
-        for pair in items:
-            try:
-                k, v = pair
-            except (TypeError, ValueError):
-                raise CodecError("update_batch takes a mapping or (key, value) pairs, "
-                                 "got %r" % (pair,)) from None
-            kparts.append(kenc(k))
-            vparts.append(venc(v))
-        return b"".join(kparts), b"".join(vparts), len(kparts)
+            keys, values = list(items.keys()), list(items.values())
+        else:
+            keys, values = [], []
+            for pair in items:
+                try:
+                    k, v = pair
+                except (TypeError, ValueError):
+                    raise CodecError("update_batch takes a mapping or (key, value) "
+                                     "pairs, got %r" % (pair,)) from None
+                keys.append(k)
+                values.append(v)
+        if self._kenc is self.key_type.encode:
+            kraw = self.key_type.encode_many(keys)
+        else:
+            kraw = b"".join(map(self._kenc, keys))
+        if self.percpu:
+            vraw = b"".join(map(self._venc, values))
+        else:
+            vraw = self.value_type.encode_many(values)
+        return kraw, vraw, len(keys)
 
     def delete_batch(self, keys):
         """Delete many keys with BPF_MAP_DELETE_BATCH (per-element fallback).
