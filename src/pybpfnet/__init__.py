@@ -22,6 +22,8 @@ from pybpfnet._link import (AttachmentState, HookBusyError, Link, LinkInfo, Link
 from pybpfnet._hooks import TcFilter, XdpProgram
 from pybpfnet._system import (MapInfo, ProgramInfo, links, maps, net_attachments,
                               programs)
+from pybpfnet._traffic import (Sweep, TrafficGenerator, TrafficResult,
+                               live_frames_supported)
 
 __all__ = [
     "__version__",
@@ -40,6 +42,8 @@ __all__ = [
     "Link", "LinkType", "LinkInfo", "XdpLink", "XdpNetlinkLink", "TcxLink", "TcLink",
     "AttachmentState", "HookBusyError", "tcx_supported", "XdpProgram", "TcFilter",
     "programs", "maps", "links", "net_attachments", "ProgramInfo", "MapInfo",
+    # traffic generation (issue 3)
+    "TrafficGenerator", "TrafficResult", "Sweep", "live_frames_supported",
     # errors
     "BpfError", "BpfPermissionError", "MapKeyError", "VerifierError",
     "NotSupportedError", "ObjectFormatError", "CodecError",

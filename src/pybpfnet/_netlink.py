@@ -38,7 +38,8 @@ __all__ = [
     "NetlinkError", "NetlinkExistsError", "NetlinkNotFoundError", "NetlinkPermissionError",
     "NetlinkNotSupportedError", "NETNS_RUN_DIR", "LinkInfo", "RouteInfo", "Rtnl",
     "ifindex", "ifname", "interfaces", "in_netns", "setns", "netns_path", "list_netns",
-    "create_netns", "remove_netns", "netns_id", "pids_in_netns", "valid_ifname",
+    "create_netns", "unnamed_netns", "remove_netns", "netns_id", "pids_in_netns",
+    "valid_ifname",
 ]
 
 NETNS_RUN_DIR = "/run/netns"
@@ -257,6 +258,32 @@ def create_netns(name):
     if outcome:
         raise outcome[0]
     return path
+
+
+def unnamed_netns():
+    """Create a network namespace without a name and return an fd for it.
+
+    Nothing mounts it in /run/netns and no task stays in it (a short-lived
+    helper thread makes it with ``unshare(2)``): the kernel frees it, with
+    its loopback device, once the fd is closed and nothing else refers to
+    it. For private scratch devices (see pybpfnet._traffic).
+
+    Needs CAP_SYS_ADMIN. Raises :class:`NetlinkError`."""
+    outcome = []
+
+    def body():
+        try:
+            _check(_lib().unshare(CLONE_NEWNET), "create an unnamed netns (unshare)")
+            outcome.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=body, name="pybpfnet-netns-unnamed", daemon=True)
+    t.start()
+    t.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def remove_netns(name, missing_ok=True):
