@@ -424,6 +424,45 @@ def fw_rulesets(max_rules=10, actions=("pass", "drop", "count", "rate_limit")):
         non_ip=st.sampled_from(["pass", "drop"]))
 
 
+def _with_ah(ip6, units):
+    """IPv6 header bytes + an Authentication Header ((units + 2) * 4 bytes,
+    RFC 4302) before what followed the fixed header."""
+    size = (units + 2) * 4
+    ah = bytes([ip6[6], units, 0, 0]) + bytes(range(1, size - 3))
+    out = bytearray(ip6[:40] + ah + ip6[40:])
+    out[6] = 51
+    out[4:6] = (int.from_bytes(ip6[4:6], "big") + size).to_bytes(2, "big")
+    return bytes(out)
+
+
+def _mutate_ip_field(draw, data):
+    """Overwrite one structural field of the first IP header (version/IHL,
+    lengths, fragment offset, protocol) with a boundary value."""
+    off = 14
+    while off + 4 <= len(data) and data[off - 2:off] in (b"\x81\x00", b"\x88\xa8",
+                                                         b"\x91\x00"):
+        off += 4
+    size = len(data) - off
+    pools = {
+        b"\x08\x00": [(0, 1, [0x40, 0x44, 0x45, 0x46, 0x4F, 0x55, 0x65]),
+                      (2, 2, [0, 1, 19, 20, size - 1, size, size + 1, 0xFFFF]),
+                      (6, 2, [0x2000, 0x1000, 0x0001, 0x4000, 0x3FFF, 0x1FFF]),
+                      (9, 1, [6, 17, 1, 58, 132, 136, 51, 0])],
+        b"\x86\xdd": [(0, 1, [0x60, 0x40, 0x70, 0x6F]),
+                      (4, 2, [0, 1, size - 41, size - 40, size - 39, 0xFFFF]),
+                      (6, 1, [0, 43, 44, 51, 60, 59, 6, 17, 58, 135])],
+    }.get(bytes(data[off - 2:off]))
+    if not pools:
+        return
+    rel, width, values = draw(st.sampled_from(pools))
+    if off + rel + width > len(data):
+        return
+    top = (1 << (8 * width)) - 1
+    value = draw(st.sampled_from([v for v in values if 0 <= v <= top]) |
+                 st.integers(0, top))
+    data[off + rel:off + rel + width] = value.to_bytes(width, "big")
+
+
 def _fw_ip(draw, family, proto=None):
     src, dst = draw(fw_addresses(family)), draw(fw_addresses(family))
     if family == 4:
@@ -469,19 +508,26 @@ def fw_packets(draw):
         if family == 6 and draw(st.sampled_from([False, True])):
             chain = draw(st.one_of(
                 ipv6_extension_chains,
-                st.integers(7, 10).map(lambda n: [pk.IPv6DestOpts()] * n)))
+                st.integers(7, 10).map(lambda n: [pk.IPv6DestOpts()] * n),
+                st.tuples(destopts, hopbyhops).map(list)))
             p = pk.with_ipv6_extensions(p, chain)
         frag = draw(st.sampled_from(["whole", "whole", "later", "later", "first"]))
         if frag != "whole":
             frags = pk.fragment(p, [draw(st.sampled_from([24, 16, 8])), 1024])
             p = frags[-1 if frag == "later" else 0]
+        if family == 6 and draw(st.sampled_from([False, False, True])):
+            p = pk.Packet((pk.Ethernet(dst=eth.dst, src=eth.src, type=0x86DD),
+                           pk.Raw(_with_ah(bytes(p)[14:], draw(st.integers(0, 4))))))
         tags = draw(st.sampled_from([0, 0, 0, 1, 2, 3]))
         if tags:
             p = pk.with_vlan(p, *draw(st.lists(st.integers(0, 4095), min_size=tags,
                                                 max_size=tags)))
     data = bytearray(bytes(p))
-    mutation = draw(st.sampled_from(["none", "none", "none", "truncate", "corrupt", "pad"]))
-    if mutation == "truncate":
+    mutation = draw(st.sampled_from(["none", "none", "none", "truncate", "corrupt", "pad",
+                                     "field", "field"]))
+    if mutation == "field":
+        _mutate_ip_field(draw, data)
+    elif mutation == "truncate":
         del data[draw(st.integers(14, max(14, len(data)))):]
     elif mutation == "corrupt":
         for _ in range(draw(st.integers(1, 2))):
