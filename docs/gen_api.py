@@ -12,7 +12,7 @@ import pybpfnet
 
 OUT = pathlib.Path(__file__).with_name("api.md")
 MODULES = ["pybpfnet"]
-EXTRA = ["pybpfnet.testing", "pybpfnet.netlab", "pybpfnet.packet"]
+EXTRA = ["pybpfnet.testing", "pybpfnet.netlab", "pybpfnet.packet", "pybpfnet.dataplanes.firewall"]
 
 
 def _sig(obj):

@@ -47,4 +47,27 @@ __all__ = [
     # errors
     "BpfError", "BpfPermissionError", "MapKeyError", "VerifierError",
     "NotSupportedError", "ObjectFormatError", "CodecError",
+    # data planes (imported on first use: the core never imports them)
+    "Firewall", "Rule",
 ]
+
+# The data planes sit a layer above the core; their classes are importable
+# from here (the product's public names) but loaded only when first used.
+_DATAPLANES = {
+    "Firewall": "pybpfnet.dataplanes.firewall",
+    "Rule": "pybpfnet.dataplanes.firewall",
+}
+
+
+def __getattr__(name):
+    module = _DATAPLANES.get(name)
+    if module is None:
+        raise AttributeError("module 'pybpfnet' has no attribute %r" % name)
+    import importlib
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
