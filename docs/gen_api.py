@@ -12,7 +12,8 @@ import pybpfnet
 
 OUT = pathlib.Path(__file__).with_name("api.md")
 MODULES = ["pybpfnet"]
-EXTRA = ["pybpfnet.testing", "pybpfnet.netlab", "pybpfnet.packet", "pybpfnet.dataplanes.firewall"]
+EXTRA = ["pybpfnet.testing", "pybpfnet.netlab", "pybpfnet.packet", "pybpfnet.dataplanes.firewall",
+         "pybpfnet.dataplanes.flowmon"]
 
 
 def _sig(obj):

@@ -3,6 +3,7 @@
 reference model of what it does to a packet.
 
 * :mod:`pybpfnet.dataplanes.firewall` -- XDP firewall and TC filters.
+* :mod:`pybpfnet.dataplanes.flowmon` -- per-flow records and handshake RTT at TC.
 """
 
 from pybpfnet.dataplanes.firewall import (Action, Firewall, FirewallModel, FirewallStats,
