@@ -541,7 +541,6 @@ class StructCodec(Codec):
     # codec is; otherwise it travels as raw bytes converted by slow code.
     def _setup(self):
         cls = self.py_type
-        names = self.field_names
         flat_ok = not self._bitfields and all(f.codec.fmt is not None for f in self.fields)
         if flat_ok:
             fmt, pos, items = [], 0, 0
@@ -655,6 +654,17 @@ class StructCodec(Codec):
 
     def build_items(self):
         return self._build
+
+    def encode_many(self, values, stride=None):
+        if (stride or self.size) == self.size and self._simple and all(
+                f.codec.identity_flatten for f in self.fields):
+            values = values if isinstance(values, (list, tuple)) else list(values)
+            if {type(v) for v in values} <= {self.py_type, tuple}:
+                try:
+                    return b"".join(itertools.starmap(self.struct.pack, values))
+                except (struct.error, TypeError, OverflowError):
+                    pass        # the per-value path names the bad field
+        return Codec.encode_many(self, values, stride)
 
     def decode_many(self, buf, count, stride=None):
         if self._simple and (stride or self.size) == self.size and count and self.size:

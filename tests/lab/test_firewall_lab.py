@@ -155,7 +155,7 @@ def test_rate_limit_holds_the_configured_rate(hosts):
 
 
 def cli(ns, *args, check=True):
-    res = ns.run_process([sys.executable, "-m", "pybpfnet.dataplanes.firewall_cli", "fw",
+    res = ns.run_process([sys.executable, "-m", "pybpfnet.cli", "fw",
                           *args], capture_output=True, text=True, timeout=60)
     if check:
         assert res.returncode == 0, res.stderr

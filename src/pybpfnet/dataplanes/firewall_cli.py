@@ -23,7 +23,7 @@ import sys
 
 PIN_ROOT = "/sys/fs/bpf/pybpfnet/firewall"
 
-__all__ = ["add_parser", "main", "pin_dir", "PIN_ROOT"]
+__all__ = ["add_parser", "pin_dir", "PIN_ROOT"]
 
 
 def _netns():
@@ -168,22 +168,3 @@ def add_parser(subparsers):
     r.set_defaults(func=cmd_remove)
     return fw
 
-
-def main(argv=None):
-    """``python -m pybpfnet.dataplanes.firewall_cli fw ...``: the same
-    commands as ``pybpfnet fw``."""
-    parser = argparse.ArgumentParser(prog="pybpfnet")
-    add_parser(parser.add_subparsers(dest="command", metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except (OSError, ValueError, KeyError) as e:
-        print("pybpfnet %s: error: %s" % (args.command, e), file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

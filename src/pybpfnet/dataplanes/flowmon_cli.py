@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-__all__ = ["add_parser", "main", "cmd_flows"]
+__all__ = ["add_parser", "cmd_flows"]
 
 
 def cmd_flows(args, out=None):
@@ -69,21 +69,3 @@ def add_parser(subparsers):
     p.set_defaults(func=cmd_flows)
     return p
 
-
-def main(argv=None):
-    """``python -m pybpfnet.dataplanes.flowmon_cli flows ...``."""
-    parser = argparse.ArgumentParser(prog="pybpfnet")
-    add_parser(parser.add_subparsers(dest="command", metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except (OSError, ValueError) as e:
-        print("pybpfnet %s: error: %s" % (args.command, e), file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
