@@ -11,9 +11,6 @@ The firewall outlives the command: its links and maps are pinned under
 interface that has one replaces its rule set atomically. A rule file with
 an error is rejected whole (file:line: reason) and the running rule set is
 left untouched. Needs root (CAP_BPF + CAP_NET_ADMIN).
-
-Until the main ``pybpfnet`` command hooks it in, run it as
-``python -m pybpfnet.dataplanes.firewall_cli fw ...``.
 """
 
 import argparse

@@ -8,8 +8,7 @@ line) per flow as it ends, until Ctrl-C or ``--seconds``.
 At the end the flows still in the table are flushed, the counters go to
 stderr and, with ``--rtt-hist``, the handshake RTT histogram is printed
 like bcc's tcprtt (a JSON line with ``--json``). Needs root (CAP_BPF +
-CAP_NET_ADMIN). Until the main ``pybpfnet`` command hooks it in, run it as
-``python -m pybpfnet.dataplanes.flowmon_cli flows ...``.
+CAP_NET_ADMIN).
 """
 
 import argparse
