@@ -193,3 +193,20 @@ def test_rule_limits(fw):
         "1.1.1.1", "2.2.2.2", 1, 5))) is Action.DROP
     s = fw.stats()
     assert s.rules[5].packets == 1 and s.rules[64].packets == 1
+
+
+def test_with_the_testing_differential_helper():
+    """The same check through pybpfnet.testing.differential (what users of
+    the SDK call): an XDP firewall and its model on the plugin's default
+    packet generator (well formed, hostile and malformed frames), with the
+    packet shrunk to the minimal disagreement on failure."""
+    from pybpfnet.testing import differential, packets
+    rules = [Rule("drop", protocol="tcp", dport=22),
+             Rule("drop", src="10.1.0.0/16"),
+             Rule("pass", protocol="udp", dport="1000-2000"),
+             Rule("drop", src="2001:db8::/32", protocol="icmpv6"),
+             Rule("drop", protocol="udp")]
+    with Firewall(rules=rules) as f:
+        verdicts = {Action.DROP: bn.XdpAction.DROP, Action.PASS: bn.XdpAction.PASS}
+        differential(f.program("xdp"), lambda pkt: verdicts[f.evaluate(pkt).action],
+                     packets(ports=(22, 53, 1500, 8080)), max_examples=300)
