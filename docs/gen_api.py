@@ -12,7 +12,7 @@ import pybpfnet
 
 OUT = pathlib.Path(__file__).with_name("api.md")
 MODULES = ["pybpfnet"]
-EXTRA = ["pybpfnet.testing", "pybpfnet.netlab", "pybpfnet.packet", "pybpfnet.dataplanes.firewall",
+EXTRA = ["pybpfnet.testing", "pybpfnet.netlab", "pybpfnet.packet", "pybpfnet.dataplanes.firewall", "pybpfnet.dataplanes.conntrack",
          "pybpfnet.dataplanes.flowmon"]
 
 

@@ -48,7 +48,7 @@ __all__ = [
     "BpfError", "BpfPermissionError", "MapKeyError", "VerifierError",
     "NotSupportedError", "ObjectFormatError", "CodecError",
     # data planes (imported on first use: the core never imports them)
-    "Firewall", "Rule", "FlowMonitor", "FlowRecord",
+    "Firewall", "Rule", "Conntrack", "Connection", "FlowMonitor", "FlowRecord",
 ]
 
 # The data planes sit a layer above the core; their classes are importable
@@ -56,6 +56,8 @@ __all__ = [
 _DATAPLANES = {
     "Firewall": "pybpfnet.dataplanes.firewall",
     "Rule": "pybpfnet.dataplanes.firewall",
+    "Conntrack": "pybpfnet.dataplanes.conntrack",
+    "Connection": "pybpfnet.dataplanes.conntrack",
     "FlowMonitor": "pybpfnet.dataplanes.flowmon",
     "FlowRecord": "pybpfnet.dataplanes.flowmon",
 }

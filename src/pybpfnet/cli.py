@@ -36,9 +36,9 @@ def build_parser():
     s.add_argument("object", help="path of a .bpf.o, or the name of a bundled object")
     s.add_argument("-o", "--output", help="output .py/.pyi file (default: stdout)")
     s.set_defaults(func=cmd_stubs)
-    from pybpfnet.dataplanes import firewall_cli, flowmon_cli
-    firewall_cli.add_parser(sub)
-    flowmon_cli.add_parser(sub)
+    from pybpfnet.dataplanes import conntrack_cli, firewall_cli, flowmon_cli
+    for plane in (firewall_cli, conntrack_cli, flowmon_cli):
+        plane.add_parser(sub)
     return p
 
 

@@ -3,6 +3,8 @@
 reference model of what it does to a packet.
 
 * :mod:`pybpfnet.dataplanes.firewall` -- XDP firewall and TC filters.
+* :mod:`pybpfnet.dataplanes.conntrack` -- connection tracking (TC, XDP, and a
+  header for other programs), checked against nf_conntrack.
 * :mod:`pybpfnet.dataplanes.flowmon` -- per-flow records and handshake RTT at TC.
 """
 
