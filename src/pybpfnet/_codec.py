@@ -75,7 +75,14 @@ class Codec:
             def decode(buf, offset=0):
                 return build(unpack_from(buf, offset))
 
-        if self.flat_scalar:
+        if self.identity_flatten:
+            def encode(value):
+                try:
+                    return pack(value)
+                except (struct.error, TypeError, OverflowError):
+                    check(value, "")
+                    _fail("", c_type, "a value of this type", value)
+        elif self.flat_scalar:
             def encode(value):
                 try:
                     return pack(flatten(value))
