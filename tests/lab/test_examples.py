@@ -4,6 +4,7 @@ import importlib.util
 import io
 import pathlib
 import socket
+import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -49,9 +50,26 @@ def test_packet_counter_demo_runs():
     assert totals["10.0.0.1"] > 0 and totals["fd00::1"] > 0
 
 
-def test_packet_counter_on_an_interface_argument(lab):
+def test_packet_counter_on_an_interface_argument(lab, capsys):
     pc = load_example("packet_counter")
     hosts = lab.two_hosts(v6=False)
-    with hosts.server.enter():
-        pc.watch_interface(hosts.server_if.name, 1.0)
-    assert lab.closed is False
+    sock = hosts.client.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    done = threading.Event()
+
+    def send():
+        while not done.is_set():
+            sock.sendto(b"x", (str(hosts.server_ip), 9))
+            time.sleep(0.01)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        with hosts.server.enter():
+            pc.watch_interface(hosts.server_if.name, 1.5)
+    finally:
+        done.set()
+        sender.join()
+    out = capsys.readouterr().out
+    assert "packets per source on eth0" in out
+    row = next(line for line in out.splitlines() if line.startswith("10.0.0.1"))
+    assert int(row.split()[1]) > 0

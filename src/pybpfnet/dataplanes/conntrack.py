@@ -568,6 +568,13 @@ class Conntrack:
         that includes pybn_conntrack.h (a firewall, a load balancer) with
         its helper programs (not built with PYBN_CT_NO_PROGS). The object
         stays the caller's: ``close()`` does not unload it."""
+        self = cls._unowned(obj)
+        self._setup(obj)
+        return self
+
+    @classmethod
+    def _unowned(cls, obj):
+        """An instance over tables it did not load (``options`` None)."""
         self = cls.__new__(cls)
         self.options = None
         self._site = _site()
@@ -575,7 +582,6 @@ class Conntrack:
         self._links = []
         self._closed = False
         self._obj = obj
-        self._setup(obj)
         return self
 
     @classmethod
@@ -604,13 +610,7 @@ class Conntrack:
                                         "id %d (loaded: %s)" % (map_id, ", ".join(
                                             str(t.map_id) for t in found) or "none"))
             tracker = matches[0]
-        self = cls.__new__(cls)
-        self.options = None
-        self._site = _site()
-        self._stack = contextlib.ExitStack()
-        self._links = []
-        self._closed = False
-        self._obj = None
+        self = cls._unowned(None)
         try:
             maps = {name: self._stack.enter_context(_bn.Map.from_id(mid))
                     for name, mid in tracker.maps.items()}

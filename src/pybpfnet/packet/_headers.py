@@ -817,6 +817,21 @@ class _ICMPBase(Header):
     def _summary(self):
         return "%s type %d code %d" % (type(self).__name__, self.type, self.code)
 
+    @classmethod
+    def with_rest(cls, type, code=0, rest=0, **fields):
+        """A header whose 4-byte word after the checksum (rest of header:
+        echo id/seq, MTU, pointer...) is ``rest``."""
+        return cls(type=type, code=code, id=rest >> 16, seq=rest & 0xFFFF, **fields)
+
+    def _build(self, payload, layers, i, resolved):
+        msg = struct.pack("!BBHHH", self.type, self.code, 0, self.id, self.seq) + payload
+        cs = self.checksum
+        if cs is None:
+            cs = self._auto_checksum(msg, layers, i)
+        if resolved is not None:
+            resolved.append(attrs.evolve(self, checksum=cs))
+        return msg[:2] + cs.to_bytes(2, "big") + msg[4:]
+
 
 @attrs.frozen(kw_only=True, repr=False)
 class ICMP(_ICMPBase):
@@ -835,20 +850,9 @@ class ICMP(_ICMPBase):
     checksum: int | None = None
     name = "icmp"
 
-    @classmethod
-    def with_rest(cls, type, code=0, rest=0, **fields):
-        """An ICMP header whose 4-byte rest-of-header word is ``rest``."""
-        return cls(type=type, code=code, id=rest >> 16, seq=rest & 0xFFFF, **fields)
-
-    def _build(self, payload, layers, i, resolved):
-        msg = struct.pack("!BBHHH", self.type, self.code, 0, self.id, self.seq) + payload
-        cs = self.checksum
-        if cs is None:
-            r = _residue(msg)
-            cs = _fold(r, r or any(msg))
-        if resolved is not None:
-            resolved.append(attrs.evolve(self, checksum=cs))
-        return msg[:2] + cs.to_bytes(2, "big") + msg[4:]
+    def _auto_checksum(self, msg, layers, i):
+        r = _residue(msg)
+        return _fold(r, r or any(msg))
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -867,19 +871,8 @@ class ICMPv6(_ICMPBase):
     checksum: int | None = None
     name = "icmpv6"
 
-    @classmethod
-    def with_rest(cls, type, code=0, rest=0, **fields):
-        """An ICMPv6 header whose 4 bytes after the checksum are ``rest``."""
-        return cls(type=type, code=code, id=rest >> 16, seq=rest & 0xFFFF, **fields)
-
-    def _build(self, payload, layers, i, resolved):
-        msg = struct.pack("!BBHHH", self.type, self.code, 0, self.id, self.seq) + payload
-        cs = self.checksum
-        if cs is None:
-            cs = _l4_checksum(layers, i, 58, msg)
-        if resolved is not None:
-            resolved.append(attrs.evolve(self, checksum=cs))
-        return msg[:2] + cs.to_bytes(2, "big") + msg[4:]
+    def _auto_checksum(self, msg, layers, i):
+        return _l4_checksum(layers, i, 58, msg)
 
 
 # ---------------------------------------------------------------------------
