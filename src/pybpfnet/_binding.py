@@ -559,7 +559,9 @@ def test_run(fd, data, data_out_size, ctx=None, ctx_out_size=0, repeat=1,
         opts.data_out = dout
         opts.data_size_out = data_out_size
     if ctx is not None:
-        cin = ffi.from_buffer(ctx)
+        # a writable buffer (bytearray) is passed as is: SYSCALL programs
+        # write their context back into ctx_in
+        cin = ffi.from_buffer(ctx, require_writable=isinstance(ctx, bytearray))
         keep.append(cin)
         opts.ctx_in = cin
         opts.ctx_size_in = len(ctx)

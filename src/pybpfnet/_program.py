@@ -216,9 +216,12 @@ class Program(FdHandle):
         """Run the program in the kernel on ``packet`` (bytes or anything with
         ``__bytes__``, e.g. a scapy packet) ``repeat`` times
         (BPF_PROG_TEST_RUN). ``ctx``: bytes of the context struct (e.g. an
-        xdp_md with ingress_ifindex). Needs CAP_BPF (CAP_NET_ADMIN for
+        xdp_md with ingress_ifindex). A SYSCALL program (Linux >= 5.14)
+        runs once on ``ctx`` alone and the result's ``ctx`` is the context
+        as the program left it. Needs CAP_BPF (CAP_NET_ADMIN for
         networking programs). Raises BpfError (EINVAL: the program type has
-        no test run or the packet is too short for it)."""
+        no test run or the packet is too short for it), ValueError for a
+        packet or ``repeat`` given to a SYSCALL program."""
         if not isinstance(packet, (bytes, bytearray, memoryview)):
             if hasattr(packet, "__bytes__"):
                 packet = bytes(packet)
@@ -229,6 +232,8 @@ class Program(FdHandle):
             raise ValueError("repeat must be a positive int, got %r" % (repeat,))
         if ctx is not None and hasattr(ctx, "__bytes__") and not isinstance(ctx, bytes):
             ctx = bytes(ctx)
+        if self.type == ProgramType.SYSCALL:
+            return self._test_run_syscall(packet, repeat, ctx, flags)
         size = data_out_size or len(packet) + 4096
         for _ in range(4):
             try:
@@ -246,6 +251,23 @@ class Program(FdHandle):
             raise BpfError(_errno.ENOSPC, "test run of program %r" % self.name,
                            "output larger than %d bytes" % size)
         return TestRunResult(retval, out, dur, ctx_out, int(self.type))
+
+    def _test_run_syscall(self, packet, repeat, ctx, flags):
+        # The kernel runs a SYSCALL program once, on ctx only: it refuses
+        # data, repeat, flags and ctx_out (bpf_prog_test_run_syscall, 5.14+)
+        # and writes the context back into ctx_in.
+        if len(packet) or repeat != 1 or flags:
+            raise ValueError("a SYSCALL program runs once on ctx only: no packet, "
+                             "repeat or flags (got %d-byte packet, repeat=%d, flags=%#x)"
+                             % (len(packet), repeat, flags))
+        buf = bytearray(ctx) if ctx is not None else None
+        try:
+            retval, _, _, _ = _b.test_run(self.fd, None, 0, buf,
+                                          0, 0, 0, 0, 0)
+        except BpfError as e:
+            raise _b.error(e.errno, "test run of SYSCALL program %r" % self.name) from None
+        return TestRunResult(retval, b"", 0, bytes(buf) if buf is not None else None,
+                             int(self.type))
 
     # -- attach (issue 3): the implementations live in _link -----------------
     def attach_xdp(self, iface, mode="auto", *, replace=None, backend="auto"):

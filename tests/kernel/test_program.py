@@ -93,3 +93,26 @@ def test_forgotten_program_clone_warns(maps_all):
     p = maps_all.programs["tail_target"].clone()
     with pytest.warns(ResourceWarning, match="never closed"):
         p.__del__()
+
+
+def test_syscall_program_test_run_writes_ctx_back(test_objects, bpf_object):
+    """SYSCALL programs run once on their context, which the kernel copies
+    back: test_run returns it as ``ctx``."""
+    obj = bpf_object(test_objects["syscall_prog"])
+    prog = obj.programs["add"]
+    assert prog.type == bn.ProgramType.SYSCALL
+    r = prog.test_run(ctx=struct.pack("=IIQ", 7, 5, 0))
+    assert r.retval == 1
+    assert struct.unpack("=IIQ", r.ctx) == (7, 5, 12)
+    assert obj.maps["last_sum"][0] == 12
+    r = prog.test_run(ctx=struct.pack("=IIQ", 1, 2, 99))
+    assert (r.retval, struct.unpack("=IIQ", r.ctx)[2]) == (2, 3)
+
+
+def test_syscall_program_rejects_packet_and_repeat(test_objects, bpf_object):
+    obj = bpf_object(test_objects["syscall_prog"])
+    prog = obj.programs["add"]
+    with pytest.raises(ValueError, match="SYSCALL program runs once on ctx only"):
+        prog.test_run(b"\0" * 14, ctx=b"\0" * 16)
+    with pytest.raises(ValueError, match="repeat"):
+        prog.test_run(ctx=b"\0" * 16, repeat=10)
