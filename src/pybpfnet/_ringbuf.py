@@ -97,6 +97,49 @@ class RingBuf(_NoKeys, Map):
             self.received += len(out)
             return out
 
+    def consume_raw(self, record_size=None):
+        """Every record available now (no waiting), undecoded: ``(data,
+        count)`` where ``data`` is one ``bytes`` holding ``count`` records
+        of ``record_size`` bytes back to back (default: the event type's
+        size; shorter records are zero padded, longer ones cut, both
+        counted in ``mismatched``). For batch decoding (numpy
+        ``frombuffer``, ``struct.iter_unpack``) without a Python object per
+        record."""
+        rec = record_size if record_size is not None else (
+            self.event_type.size if self.event_type is not None else 0)
+        if rec <= 0:
+            raise ValueError("consume_raw: needs a record_size (the ring has no event type)")
+        with self._lock:
+            cons = self._ensure()
+            chunks, total = [], 0
+            while True:
+                n, used = cons.consume(self._out_c, self._out_size, rec)
+                if n == 0:
+                    break
+                chunks.append(bytes(self._out_view[:used]))
+                total += n
+                if used < self._out_size // 2:
+                    break
+            self.received += total
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return data, total
+
+    def wait(self, timeout=None):
+        """Wait until the ring has data or ``timeout`` seconds passed (None:
+        forever); True when data is available. Consumes nothing."""
+        if self.available():
+            return True
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            p.poll(None if left is None else int(left * 1000) + 1)
+            if self.available():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
     def poll(self, timeout=None):
         """Records available within ``timeout`` seconds (None: wait for at
         least one; 0: don't wait). Returns a possibly empty list."""

@@ -18,6 +18,11 @@
 #define TH_RST 0x04
 #define TH_ACK 0x10
 
+/* 1: every packet reads bpf_ktime_get_ns(); 0 (default): see fm_now() */
+const volatile __u32 flowmon_exact_clock = 0;
+/* packets of one CPU that may share a cached clock reading */
+#define FM_CLOCK_USES 32
+
 const volatile struct flow_record flowmon_layout_record;
 const volatile struct fm_layout_enums flowmon_layout_enums;
 
@@ -41,6 +46,35 @@ static __always_inline __u32 fm_slot(__u64 v)
 	if (v >> 2) { v >>= 2; r += 2; }
 	if (v >> 1) { v >>= 1; r += 1; }
 	return v ? r + 1 : 0;
+}
+
+/* bpf_ktime_get_ns() costs ~30 ns on a VM's clocksource, as much as the
+ * rest of an existing flow's update. Unless exact: a packet without
+ * SYN/FIN/RST reuses the reading its CPU cached while jiffies has not
+ * moved and for at most FM_CLOCK_USES packets (bpf_jiffies64 is inlined by
+ * the verifier). Such a timestamp is never later than the real time and at
+ * most one scheduler tick (1/CONFIG_HZ) earlier; SYN, SYN-ACK, FIN and RST
+ * (the handshake RTT, the export) always read the clock. */
+static __always_inline __u64 fm_now(int exact)
+{
+	__u32 zero = 0;
+	struct fm_clock *c;
+	__u64 j;
+
+	if (flowmon_exact_clock)
+		return bpf_ktime_get_ns();
+	c = bpf_map_lookup_elem(&flowmon_clock, &zero);
+	if (!c)
+		return bpf_ktime_get_ns();
+	j = bpf_jiffies64();
+	if (!exact && c->jiffies == j && c->uses < FM_CLOCK_USES) {
+		c->uses++;
+		return c->ns;
+	}
+	c->ns = bpf_ktime_get_ns();
+	c->jiffies = j;
+	c->uses = 0;
+	return c->ns;
 }
 
 /* On a SYN-ACK: the SYN of the reverse flow at the same hook gives the
@@ -123,7 +157,8 @@ static __always_inline int fm_account(struct __sk_buff *skb, __u8 direction)
 	}
 	key.direction = direction;
 	key.ifindex = skb->ifindex;
-	now = bpf_ktime_get_ns();
+	now = fm_now(key.proto == IPPROTO_TCP &&
+		     (pkt.tcp_flags & (TH_SYN | TH_FIN | TH_RST)));
 	/* A GSO skb leaves as gso_segs segments, each with the same headers. */
 	segs = skb->gso_segs ? skb->gso_segs : 1;
 	bytes = skb->len;
@@ -211,5 +246,6 @@ int flowmon_egress(struct __sk_buff *skb)
 
 #include "flowmon_drops.h"
 #include "flowmon_sweep.h"
+#include "flowmon_srtt.h"
 
 char LICENSE[] SEC("license") = "GPL";

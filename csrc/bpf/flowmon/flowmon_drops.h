@@ -39,6 +39,7 @@ struct sk_buff {
 	__u16 transport_header;
 	__u16 network_header;
 	__be16 protocol;
+	int skb_iif;
 } __attribute__((preserve_access_index));
 
 /* enum skb_drop_reason: 0 SKB_NOT_DROPPED_YET, 1 SKB_CONSUMED (Linux >= 5.17) */

@@ -31,7 +31,8 @@ enum fm_stat {
 	FM_STAT_RTT_SAMPLES = 7,	/* SYN -> SYN-ACK pairs measured */
 	FM_STAT_DROPS = 8,	/* kernel drops (kfree_skb) of IP packets in the netns */
 	FM_STAT_DROPS_UNMATCHED = 9,	/* ... of packets of no flow in the table */
-	FM_STAT_MAX = 10,
+	FM_STAT_SRTT_SAMPLES = 10,	/* tcp_probe srtt samples (segments received) */
+	FM_STAT_MAX = 11,
 };
 
 /* Addresses are 16 bytes; IPv4 uses the IPv4-mapped form ::ffff:a.b.c.d. */
@@ -57,6 +58,8 @@ struct flow_stats {
 	__u64 tcp_flags;	/* OR of every packet's TCP flags (FIN = 0x01 ... CWR = 0x80);
 				 * 64 bits: 32-bit atomics need -mcpu=v3 */
 	__u64 drops;		/* packets of this flow the kernel dropped (kfree_skb) */
+	__u64 srtt_us;		/* the socket's latest smoothed RTT in microseconds
+				 * (tcp_probe tracepoint), 0: unknown */
 };
 
 /* One ring buffer event. */
