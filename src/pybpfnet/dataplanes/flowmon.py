@@ -22,6 +22,7 @@ See docs/flowmon.md.
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import json
 import os
@@ -34,9 +35,10 @@ from pybpfnet._errors import NotSupportedError
 from pybpfnet._object import open_bundled
 from pybpfnet.dataplanes import _flow_abi
 from pybpfnet.dataplanes._flow_abi import abi
+from pybpfnet.dataplanes._flow_batch import FlowBatch
 from pybpfnet.dataplanes._flow_hist import Log2Histogram
 
-__all__ = ["FlowMonitor", "FlowRecord", "FlowMonitorStats", "Log2Histogram",
+__all__ = ["FlowMonitor", "FlowRecord", "FlowMonitorStats", "FlowBatch", "Log2Histogram",
            "TCP_FLAGS", "write_jsonl"]
 
 TCP_FLAGS = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08),
@@ -90,6 +92,10 @@ class FlowRecord:
     reason: no socket, full buffers, netfilter, qdisc ...). ``reason`` says why the
     record was exported: "fin", "rst", "full" (table full: a one-packet
     record), "idle", "active", "flush", or None for a live snapshot.
+    ``srtt_us`` is the kernel's smoothed RTT of the TCP connection
+    (tcp_sock srtt_us, microseconds) when the segment it received last
+    before the export was seen by ``FlowMonitor(srtt=True)``; None when
+    unknown.
     For ICMP, ``sport``/``dport`` hold the ICMP type and code."""
 
     src: object = attrs.field(converter=_ip)
@@ -110,6 +116,9 @@ class FlowRecord:
     interface: object = None
     start: float = 0.0
     end: float = 0.0
+    srtt_us: object = None
+    src_name: object = None
+    dst_name: object = None
 
     @property
     def key(self):
@@ -144,6 +153,7 @@ class FlowRecord:
             first_ns=min(self.first_ns, other.first_ns), last_ns=max(self.last_ns, other.last_ns),
             start=min(self.start, other.start), end=max(self.end, other.end),
             rtt_ns=self.rtt_ns if self.rtt_ns is not None else other.rtt_ns,
+            srtt_us=other.srtt_us if other.srtt_us is not None else self.srtt_us,
             drops=self.drops + other.drops, reason=other.reason)
 
     def to_dict(self):
@@ -154,7 +164,10 @@ class FlowRecord:
                 "family": self.family, "interface": self.interface, "ifindex": self.ifindex,
                 "direction": self.direction, "packets": self.packets, "bytes": self.bytes,
                 "tcp_flags": list(self.flags), "start": self.start, "end": self.end,
-                "rtt_ns": self.rtt_ns, "drops": self.drops, "reason": self.reason}
+                "rtt_ns": self.rtt_ns, "srtt_us": self.srtt_us, "drops": self.drops,
+                "reason": self.reason,
+                **({"src_name": self.src_name, "dst_name": self.dst_name}
+                   if self.src_name is not None or self.dst_name is not None else {})}
 
     def to_json(self):
         """One line of JSON (for JSON-lines output)."""
@@ -166,6 +179,8 @@ class FlowRecord:
         else:
             a, b = "%s:%d" % (self.src, self.sport), "%s:%d" % (self.dst, self.dport)
         rtt = " rtt=%.3fms" % (self.rtt_ns / 1e6) if self.rtt_ns else ""
+        if self.srtt_us:
+            rtt += " srtt=%.3fms" % (self.srtt_us / 1e3)
         flags = " [%s]" % ",".join(self.flags) if self.tcp_flags else ""
         drops = " %d dropped" % self.drops if self.drops else ""
         return "%s %s -> %s %s %s: %d pkts %d bytes%s%s%s%s" % (
@@ -192,7 +207,9 @@ class FlowMonitorStats:
     full; ``ring_deferred`` FIN/RST records left in the table (for the
     sweep) because the ring was full; ``drops`` kernel drops of IP packets
     in the monitored namespace, ``drops_unmatched`` those of no flow in the
-    table. ``active_flows`` is the table's size now."""
+    table; ``srtt_samples`` smoothed-RTT samples (segments received by
+    established TCP sockets of the namespace, with ``srtt=True``).
+    ``active_flows`` is the table's size now."""
 
     packets: int
     non_ip: int
@@ -204,6 +221,7 @@ class FlowMonitorStats:
     rtt_samples: int
     drops: int = 0
     drops_unmatched: int = 0
+    srtt_samples: int = 0
     active_flows: int = 0
 
     def to_dict(self):
@@ -228,6 +246,20 @@ class FlowMonitor:
     and their TC drops show up as ``drops``) or "last" (only what they let
     through). Without tcx (Linux < 6.6) a clsact filter is used and
     ``position`` does not apply.
+    ``srtt``: also attach the tcp:tcp_probe tracer (tp_btf) that keeps the
+    kernel's smoothed RTT of every TCP socket in the calling thread's
+    network namespace: in a log2 histogram (``srtt_histogram()``) and, for
+    flows in the table, as ``FlowRecord.srtt_us`` (``srtt_visible`` says
+    whether it is attached; it runs for every TCP segment received).
+    ``exact_clock``: read the clock for every packet. By default a packet
+    without SYN/FIN/RST may reuse its CPU's cached reading (for as long as
+    jiffies has not moved, at most 32 packets): ``last_ns``/``first_ns``
+    are then up to one scheduler tick (1/CONFIG_HZ) early, never late,
+    and an existing flow's update costs ~30 ns less on a VM clocksource;
+    the handshake RTT and FIN/RST exports always use exact times.
+
+    ``resolver``: fills records' ``src_name``/``dst_name`` (any object
+    with ``name(addr)``, see :mod:`pybpfnet.dataplanes.resolver`).
 
     Needs Linux >= 5.13 (ring buffer, bpf_for_each_map_elem; 5.17 with
     ``drops``; tcx links from 6.6, else clsact), CAP_BPF and CAP_NET_ADMIN. Raises BpfError (and subclasses) when load
@@ -236,7 +268,8 @@ class FlowMonitor:
 
     def __init__(self, interfaces=None, *, directions=("ingress", "egress"), max_flows=65536,
                  ring_size=1 << 20, idle_timeout=15.0, active_timeout=60.0,
-                 sweep_interval=1.0, drops=True, position="first"):
+                 sweep_interval=1.0, drops=True, position="first", srtt=False,
+                 exact_clock=False, resolver=None):
         if isinstance(interfaces, (str, int)):
             interfaces = [interfaces]
         if isinstance(directions, str):
@@ -250,6 +283,7 @@ class FlowMonitor:
         self.idle_timeout = float(idle_timeout)
         self.active_timeout = float(active_timeout)
         self.sweep_interval = float(sweep_interval)
+        self.resolver = resolver
         self._abi = abi()
         self._stack = contextlib.ExitStack()
         self._names = {}
@@ -262,14 +296,18 @@ class FlowMonitor:
             spec.maps[_flow_abi.MAP_FLOWS].max_entries = int(max_flows)
             spec.maps[_flow_abi.MAP_EVENTS].max_entries = int(ring_size)
             spec.globals[_flow_abi.VAR_NETNS] = os.stat("/proc/thread-self/ns/net").st_ino
+            spec.globals[_flow_abi.VAR_EXACT_CLOCK] = 1 if exact_clock else 0
             if not drops:
                 spec.programs[_flow_abi.PROG_DROP].autoload = False
+            if not srtt:
+                spec.programs[_flow_abi.PROG_SRTT].autoload = False
             self._obj = self._stack.enter_context(spec.load())
             self._flows = self._obj.maps[_flow_abi.MAP_FLOWS]
             self._ring = self._obj.maps[_flow_abi.MAP_EVENTS]
             self._ring.set_event_type(self._abi.record)
             self._stats = self._obj.maps[_flow_abi.MAP_STATS]
             self._hist = self._obj.maps[_flow_abi.MAP_RTT_HIST]
+            self._srtt_hist = self._obj.maps[_flow_abi.MAP_SRTT_HIST]
             self._sweeper = self._obj.programs[_flow_abi.PROG_SWEEP]
             for iface in interfaces or ():
                 ifindex, name = _resolve(iface)
@@ -284,6 +322,12 @@ class FlowMonitor:
                 self._stack.enter_context(link)
                 self._links.append(link)
                 self.drops_visible = True
+            self.srtt_visible = False
+            if srtt:
+                link = self._obj.programs[_flow_abi.PROG_SRTT].attach_trace()
+                self._stack.enter_context(link)
+                self._links.append(link)
+                self.srtt_visible = True
         except BaseException:
             self._stack.close()
             raise
@@ -313,20 +357,69 @@ class FlowMonitor:
     # -- records -------------------------------------------------------------
     def _record(self, key, st, reason):
         first, last = st.first_ns, st.last_ns
-        return FlowRecord(
+        return self._with_names(FlowRecord(
             src=_address(key.saddr, key.family), dst=_address(key.daddr, key.family),
             sport=key.sport, dport=key.dport, protocol=key.proto, ifindex=key.ifindex,
             direction=_flow_abi.DIRECTIONS[key.direction & 1], packets=st.packets,
             bytes=st.bytes, tcp_flags=st.tcp_flags, first_ns=first, last_ns=last,
-            rtt_ns=st.rtt_ns or None, drops=st.drops, reason=reason, interface=self._names.get(key.ifindex),
-            start=first / 1e9 + self._wall, end=last / 1e9 + self._wall)
+            rtt_ns=st.rtt_ns or None, srtt_us=st.srtt_us or None, drops=st.drops, reason=reason,
+            interface=self._names.get(key.ifindex),
+            start=first / 1e9 + self._wall, end=last / 1e9 + self._wall))
+
+    def _with_names(self, record):
+        """The record with src_name/dst_name from the resolver (if any)."""
+        r = self.resolver
+        if r is None:
+            return record
+        return attrs.evolve(record, src_name=r.name(record.src), dst_name=r.name(record.dst))
+
+    def _records_from(self, tuples):
+        """FlowRecords of flat record tuples (columns in
+        _flow_abi.RECORD_COLUMNS order, as FlowBatch yields them)."""
+        reasons, names, wall = self._abi.reasons, self._names, self._wall
+        dirs = _flow_abi.DIRECTIONS
+        out = []
+        append = out.append
+        was = gc.isenabled()
+        gc.disable()            # a burst of new objects: no full collections meanwhile
+        try:
+            for (sa, da, sport, dport, proto, family, direction, ifindex, first, last, packets,
+                 nbytes, _syn, rtt, flags, drops, srtt, reason) in tuples:
+                append(FlowRecord(
+                    src=_address(sa, family), dst=_address(da, family), sport=sport,
+                    dport=dport, protocol=proto, ifindex=ifindex, direction=dirs[direction & 1],
+                    packets=packets, bytes=nbytes, tcp_flags=flags, first_ns=first,
+                    last_ns=last, rtt_ns=rtt or None, srtt_us=srtt or None, drops=drops,
+                    reason=reasons.get(reason, str(reason)), interface=names.get(ifindex),
+                    start=first / 1e9 + wall, end=last / 1e9 + wall))
+        finally:
+            if was:
+                gc.enable()
+        if self.resolver is not None:
+            out = [self._with_names(r) for r in out]
+        return out
+
+    def _batch(self, data, count):
+        return FlowBatch(data, count, self._abi.record, self._records_from, self._abi.reasons)
 
     def _drain(self, timeout=0):
-        reasons = self._abi.reasons
-        return [self._record(e.key, e.stats, reasons.get(e.reason, str(e.reason)))
-                for e in self._ring.poll(timeout)]
+        return self._drain_batch(timeout).records()
 
-    def sweep(self, now_ns=None):
+    def _drain_batch(self, timeout=0):
+        if timeout is None or timeout > 0:
+            self._ring.wait(timeout)
+        return self._batch(*self._ring.consume_raw())
+
+    def read_batch(self, timeout=0):
+        """What the ring holds now (waiting up to ``timeout`` seconds for
+        the first record; None: until one comes) as one FlowBatch: the raw
+        records in one buffer, read as columns (``column()``, or numpy's
+        ``array()``) without a Python object per record; ``records()``
+        builds FlowRecords when wanted. No sweep runs (see
+        ``poll_batch()``)."""
+        return self._drain_batch(timeout)
+
+    def sweep(self, now_ns=None, *, batch=False):
         """Export the flows that timed out and return every record the ring
         then holds. Idle flows (no packet for ``idle_timeout``) and TCP
         flows whose FIN/RST found the ring full leave the table; flows older
@@ -335,20 +428,31 @@ class FlowMonitor:
         meanwhile go to the next slice: nothing is lost). The pass runs in
         the kernel (``flowmon_sweep`` through BPF_PROG_TEST_RUN, one
         bpf_for_each_map_elem); flows the ring has no room for wait for the
-        next pass, which runs at once after draining the ring."""
+        next pass, which runs at once after draining the ring. ``batch=True``
+        returns one FlowBatch instead of a list of FlowRecords."""
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
         g = self._obj.globals
         g[_flow_abi.VAR_SWEEP_NOW] = now
         g[_flow_abi.VAR_SWEEP_IDLE] = int(self.idle_timeout * 1e9)
         g[_flow_abi.VAR_SWEEP_ACTIVE] = int(self.active_timeout * 1e9)
         self._wall = _mono_to_wall()        # follow wall-clock steps (NTP)
-        out = []
+        out = self._batch(b"", 0)
         for _ in range(1 + self._flows.max_entries):
             self._sweeper.test_run(_SWEEP_FRAME)
-            out.extend(self._drain(0))
+            out = out + self._drain_batch(0)
             if not g[_flow_abi.VAR_SWEEP_DEFERRED]:
                 break
         self._last_sweep = time.monotonic()
+        return out if batch else out.records()
+
+    def poll_batch(self, timeout=0):
+        """``poll()`` as one FlowBatch: the ring's records and, when
+        ``sweep_interval`` passed, a sweep's (``sweep(batch=True)``)."""
+        due = self._last_sweep + self.sweep_interval - time.monotonic()
+        wait = max(0.0, due) if timeout is None else min(timeout, max(0.0, due))
+        out = self._drain_batch(wait)
+        if time.monotonic() >= self._last_sweep + self.sweep_interval:
+            out = out + self.sweep(batch=True) + self._drain_batch(0)
         return out
 
     def poll(self, timeout=0):
@@ -417,9 +521,37 @@ class FlowMonitor:
         return Log2Histogram(tuple(self._hist.sum(i) for i in range(self._abi.rtt_slots)),
                              "usecs")
 
+    def srtt_histogram(self):
+        """The kernel's smoothed RTT (tcp_sock srtt_us) in microseconds as a
+        Log2Histogram, one sample per segment received by an established
+        TCP socket of the monitored network namespace (as bcc's tcprtt
+        samples tcp_rcv_established); empty unless ``srtt=True``."""
+        return Log2Histogram(tuple(self._srtt_hist.sum(i) for i in range(self._abi.rtt_slots)),
+                             "usecs")
+
+    def histogram_buckets(self, which="rtt"):
+        """Cumulative histogram buckets for exporters (Prometheus): a list of
+        (upper bound in seconds, cumulative count) ending with (inf, total),
+        of the handshake RTT (``which="rtt"``) or the smoothed RTT
+        (``"srtt"``). A log2 slot i holds microsecond values < 2**i, so its
+        upper bound is (2**i - 1) us; empty slots are kept so the bounds
+        are the same on every scrape."""
+        if which not in ("rtt", "srtt"):
+            raise ValueError("histogram_buckets: which must be 'rtt' or 'srtt', not %r"
+                             % (which,))
+        hist = self.rtt_histogram() if which == "rtt" else self.srtt_histogram()
+        out, seen = [], 0
+        for i, c in enumerate(hist.counts):
+            seen += c
+            out.append((((1 << i) - 1) / 1e6, seen))
+        out.append((float("inf"), seen))
+        return out
+
     def reset_histogram(self):
-        for i in range(self._abi.rtt_slots):
-            self._hist[i] = [0] * len(self._hist[i])
+        """Zero the handshake RTT and smoothed RTT histograms."""
+        for m in (self._hist, self._srtt_hist):
+            for i in range(self._abi.rtt_slots):
+                m[i] = [0] * len(m[i])
 
     # -- lifetime --------------------------------------------------------------
     def close(self):
