@@ -13,7 +13,8 @@ import pybpfnet
 OUT = pathlib.Path(__file__).with_name("api.md")
 MODULES = ["pybpfnet"]
 EXTRA = ["pybpfnet.testing", "pybpfnet.netlab", "pybpfnet.packet", "pybpfnet.dataplanes.firewall", "pybpfnet.dataplanes.conntrack",
-         "pybpfnet.dataplanes.flowmon"]
+         "pybpfnet.dataplanes.flowmon", "pybpfnet.dataplanes.l7", "pybpfnet.dataplanes.resolver",
+         "pybpfnet.dataplanes.flow_export", "pybpfnet.dataplanes.flow_top"]
 
 
 def _sig(obj):

@@ -49,6 +49,7 @@ __all__ = [
     "NotSupportedError", "ObjectFormatError", "CodecError",
     # data planes (imported on first use: the core never imports them)
     "Firewall", "Rule", "Conntrack", "Connection", "FlowMonitor", "FlowRecord",
+    "L7Monitor", "DnsRecord", "HttpRecord",
 ]
 
 # The data planes sit a layer above the core; their classes are importable
@@ -60,6 +61,9 @@ _DATAPLANES = {
     "Connection": "pybpfnet.dataplanes.conntrack",
     "FlowMonitor": "pybpfnet.dataplanes.flowmon",
     "FlowRecord": "pybpfnet.dataplanes.flowmon",
+    "L7Monitor": "pybpfnet.dataplanes.l7",
+    "DnsRecord": "pybpfnet.dataplanes.l7",
+    "HttpRecord": "pybpfnet.dataplanes.l7",
 }
 
 

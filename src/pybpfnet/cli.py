@@ -36,8 +36,9 @@ def build_parser():
     s.add_argument("object", help="path of a .bpf.o, or the name of a bundled object")
     s.add_argument("-o", "--output", help="output .py/.pyi file (default: stdout)")
     s.set_defaults(func=cmd_stubs)
-    from pybpfnet.dataplanes import conntrack_cli, firewall_cli, flowmon_cli
-    for plane in (firewall_cli, conntrack_cli, flowmon_cli):
+    from pybpfnet.dataplanes import conntrack_cli, firewall_cli, flowmon_cli, l7_cli
+    from pybpfnet.dataplanes import flow_views_cli
+    for plane in (firewall_cli, conntrack_cli, flowmon_cli, l7_cli, flow_views_cli):
         plane.add_parser(sub)
     return p
 

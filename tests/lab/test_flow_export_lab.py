@@ -1,0 +1,198 @@
+"""The Prometheus exporter on real traffic: a FlowMonitor on a lab veth,
+records fed to the exporter, the HTTP endpoint scraped (127.0.0.1 of the
+test's own namespace, and of a lab namespace for ``pybpfnet flows
+--prometheus``). Oracles are the sockets: datagram sizes for UDP, TCP_INFO
+segs_out/bytes_sent for TCP (L2 bytes from header sizes, as in
+test_flowmon_lab)."""
+
+import io
+import socket
+import struct
+import threading
+import time
+import types
+import urllib.request
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from pybpfnet.dataplanes.flow_export import PrometheusExporter  # noqa: E402
+from pybpfnet.dataplanes.flowmon import FlowMonitor  # noqa: E402
+
+TCP_CLOSE = 7
+
+
+def tcp_info(sock):
+    """(state, segs_out, bytes_sent, bytes_retrans): struct tcp_info offsets
+    0, 136, 200, 208 (linux/tcp.h)."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    return (raw[0], struct.unpack_from("<I", raw, 136)[0], struct.unpack_from("<Q", raw, 200)[0],
+            struct.unpack_from("<Q", raw, 208)[0])
+
+
+def wait_closed(sock):
+    for _ in range(400):
+        info = tcp_info(sock)
+        if info[0] == TCP_CLOSE:
+            return info
+        time.sleep(0.005)
+    raise AssertionError("socket never closed: %r" % (info,))
+
+
+def tcp_upload(hosts, nbytes):
+    """One connection: the client sends ``nbytes`` and closes, the server
+    reads to EOF and closes. Returns (client port, server port, client
+    TCP_INFO at CLOSE)."""
+    with hosts.server.create_server((str(hosts.server_ip), 0)) as srv:
+        port = srv.getsockname()[1]
+
+        def serve():
+            conn, _ = srv.accept()
+            with conn:
+                while conn.recv(65536):
+                    pass
+
+        t = threading.Thread(target=serve)
+        t.start()
+        with hosts.client.create_connection((str(hosts.server_ip), port)) as c:
+            c.sendall(b"t" * nbytes)
+            c.shutdown(socket.SHUT_WR)
+            while c.recv(100):
+                pass
+            info = wait_closed(c)
+            cport = c.getsockname()[1]
+        t.join()
+    return cport, port, info
+
+
+def scrape(url):
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def value(got, name, **labels):
+    return got[(name, frozenset(labels.items()))]
+
+
+@pytest.fixture
+def hosts(lab):
+    return lab.two_hosts()
+
+
+def test_scraped_bytes_equal_what_sockets_sent(hosts):
+    ex = PrometheusExporter(context=("source", "destination"))
+    with hosts.client.enter():
+        fm = FlowMonitor(["eth0"], idle_timeout=3600, active_timeout=3600)
+    payloads = [1, 100, 1000, 1400]
+    with fm, ex.watch(fm), ex.serve(0, "127.0.0.1") as srv:
+        with hosts.server.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+                hosts.client.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            rx.bind((str(hosts.server_ip), 0))
+            for p in payloads:
+                tx.sendto(b"u" * p, rx.getsockname())
+            for p in payloads:
+                assert len(rx.recv(65536)) == p
+        cport, sport, (_, segs, sent, retrans) = tcp_upload(hosts, 200_000)
+        live = scrape(srv.url)                 # the table holds the UDP flow now
+        # (IPv6 neighbour discovery may add a flow between the two readings)
+        assert 1 <= value(live, "pybpfnet_flows_active") <= len(fm.active())
+        # one handshake: one RTT sample, read from the BPF histogram at scrape time
+        assert value(live, "pybpfnet_tcp_handshake_rtt_seconds_count") == 1
+        assert value(live, "pybpfnet_tcp_handshake_rtt_seconds_bucket", le="+Inf") == 1
+        records = []
+        deadline = time.monotonic() + 5
+        while sum(1 for r in records if r.reason == "fin") < 2:
+            assert time.monotonic() < deadline, records
+            records += fm.poll(timeout=0.2)
+        records += fm.flush()
+        for r in records:
+            ex.observe_flow(r)
+        got = scrape(srv.url)
+        assert value(got, "pybpfnet_flows_active") == 0
+        assert value(got, "hubble_lost_events_total", source="flowmon_ring_buffer") == 0
+    client, server = str(hosts.client_ip), str(hosts.server_ip)
+    up = dict(interface="eth0", direction="egress", family="IPv4", source=client,
+              destination=server)
+    assert value(got, "pybpfnet_flow_bytes_total", protocol="UDP", **up) == \
+        sum(14 + 20 + 8 + p for p in payloads)
+    assert value(got, "pybpfnet_flow_packets_total", protocol="UDP", **up) == len(payloads)
+    # TCP out: every segment the client sent (Ethernet + IPv4 + TCP with
+    # timestamps, SYN 8 bytes more), payload = bytes_sent (+ retransmits)
+    assert sent == 200_000
+    assert value(got, "pybpfnet_flow_packets_total", protocol="TCP", **up) == segs
+    want = {sent + segs * (14 + 20 + 32) + 8, sent + retrans + segs * (14 + 20 + 32) + 8}
+    assert value(got, "pybpfnet_flow_bytes_total", protocol="TCP", **up) in want
+    assert value(got, "pybpfnet_flow_records_total", protocol="TCP", reason="fin", **up) >= 1
+    down = dict(up, direction="ingress", source=server, destination=client)
+    assert value(got, "pybpfnet_flow_packets_total", protocol="TCP", **down) >= 2
+    assert value(got, "pybpfnet_flow_tcp_flags_total", flag="SYN", family="IPv4",
+                 source=client, destination=server) >= 1
+    assert [r for r in records if (r.sport, r.dport) == (cport, sport)]
+
+
+def test_flows_cli_serves_metrics_in_its_namespace(hosts):
+    """``pybpfnet flows eth0 --prometheus 127.0.0.1:PORT`` run in the client
+    namespace: scraped from there while it runs, bytes of a UDP flow exact."""
+    from pybpfnet.dataplanes import flowmon_cli
+    with hosts.client.enter():
+        with socket.socket() as probe:         # a free port of the lab's loopback
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    args = types.SimpleNamespace(
+        iface=["eth0"], direction="egress", json=True, seconds=6.0, rtt_hist=False,
+        srtt=False, idle_timeout=0.3, active_timeout=60.0, max_flows=1024, names=None,
+        prometheus="127.0.0.1:%d" % port, html=None)
+    out = io.StringIO()
+    done = threading.Event()
+    result = {}
+
+    def run():
+        try:
+            with hosts.client.enter():
+                result["rc"] = flowmon_cli.cmd_flows(args, out=out)
+        except BaseException as e:           # reported by the main thread
+            result["error"] = e
+        finally:
+            done.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        url = "http://127.0.0.1:%d/metrics" % port
+        with hosts.server.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+                hosts.client.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            rx.bind((str(hosts.server_ip), 0))
+            got = None
+            while not done.is_set():
+                try:
+                    with hosts.client.enter():
+                        got = scrape(url)
+                    break
+                except OSError:                 # not listening yet
+                    time.sleep(0.05)
+            assert got is not None, result
+            for p in (10, 20, 30):
+                tx.sendto(b"x" * p, rx.getsockname())
+            sport = tx.getsockname()[1]
+            want = sum(14 + 20 + 8 + p for p in (10, 20, 30))
+            labels = dict(interface="eth0", direction="egress", protocol="UDP", family="IPv4")
+            seen = 0
+            while not done.is_set():
+                with hosts.client.enter():      # idle timeout 0.3 s: exported, counted
+                    got = scrape(url)
+                seen = got.get(("pybpfnet_flow_bytes_total", frozenset(labels.items())), 0)
+                if seen >= want:
+                    break
+                time.sleep(0.1)
+            assert seen == want, (seen, want)
+    finally:
+        t.join()
+    assert "error" not in result, result.get("error")
+    assert result["rc"] == 0
+    assert [ln for ln in out.getvalue().splitlines() if '"sport":%d' % sport in ln]
+    with hosts.client.enter(), pytest.raises(OSError):    # the server is gone
+        scrape(url)
