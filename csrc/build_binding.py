@@ -301,6 +301,15 @@ int pybn_prog_query_raw(uint32_t target, uint32_t attach_type,
                         uint32_t *prog_ids, uint32_t *link_ids,
                         uint32_t *count, uint64_t *revision);
 int pybn_setns(int fd, int nstype);
+
+/* ---- Maglev (issue 6, csrc/glue/pybn_maglev.c) ---- */
+uint64_t pybn_maglev_hash(const char *data, size_t len, uint64_t basis);
+int pybn_maglev_permutations(const char *names, size_t len,
+                             const uint32_t *ends, uint32_t n, uint32_t m,
+                             uint32_t *offsets, uint32_t *skips);
+long pybn_maglev_fill(const uint32_t *offsets, const uint32_t *skips,
+                      const uint32_t *weights, uint32_t n, uint32_t m,
+                      int32_t *table);
 """
 
 
@@ -352,7 +361,8 @@ def make_ffi():
         '#include <stdbool.h>\n#include <bpf/libbpf.h>\n#include <bpf/bpf.h>\n'
         '#include <bpf/btf.h>\n#include "pybn.h"\n'
         'static const char *pybn_build_version(void) { return "%s"; }\n' % _version(),
-        sources=[os.path.join(glue, "pybn.c")],
+        sources=[os.path.join(glue, "pybn.c"),
+                 os.path.join(glue, "pybn_maglev.c")],
         include_dirs=include_dirs,
         libraries=[f[2:] for f in libs if f.startswith("-l")],
         library_dirs=[f[2:] for f in libs if f.startswith("-L")],

@@ -14,7 +14,8 @@ OUT = pathlib.Path(__file__).with_name("api.md")
 MODULES = ["pybpfnet"]
 EXTRA = ["pybpfnet.testing", "pybpfnet.netlab", "pybpfnet.packet", "pybpfnet.dataplanes.firewall", "pybpfnet.dataplanes.conntrack",
          "pybpfnet.dataplanes.flowmon", "pybpfnet.dataplanes.l7", "pybpfnet.dataplanes.resolver",
-         "pybpfnet.dataplanes.flow_export", "pybpfnet.dataplanes.flow_top"]
+         "pybpfnet.dataplanes.flow_export", "pybpfnet.dataplanes.flow_top",
+         "pybpfnet.dataplanes.maglev"]
 
 
 def _sig(obj):

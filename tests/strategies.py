@@ -537,3 +537,42 @@ def fw_packets(draw):
     if len(data) < 14:
         data += bytes(14 - len(data))
     return bytes(data)
+
+
+# ===========================================================================
+# maglev strategies
+#
+# Backend sets for pybpfnet.Maglev: names are str (any Unicode that UTF-8
+# can encode, NUL included) or bytes, unique by their UTF-8 bytes;
+# ``maglev_sizes`` are primes (small enough for the pure-Python reference).
+
+_MAGLEV_PRIMES = [p for p in range(2, 6000)
+                  if all(p % d for d in range(2, int(p ** 0.5) + 1))]
+
+maglev_sizes = st.sampled_from([p for p in _MAGLEV_PRIMES if p >= 3])
+
+
+def _maglev_key(name):
+    return name.encode() if isinstance(name, str) else name
+
+
+maglev_names = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12),
+    st.text("abcdef0123456789.:-", min_size=1, max_size=16),
+    st.binary(min_size=1, max_size=12),
+    st.builds(lambda a, b: "10.%d.%d.1:80" % (a, b), u8, u8),
+)
+
+
+def maglev_backends(min_size=0, max_size=40):
+    """A list of distinct backend names."""
+    return st.lists(maglev_names, min_size=min_size, max_size=max_size,
+                    unique_by=_maglev_key)
+
+
+def maglev_weighted(min_size=0, max_size=40, max_weight=20):
+    """A dict name -> weight (0..max_weight, zero now and then)."""
+    return maglev_backends(min_size, max_size).flatmap(
+        lambda names: st.lists(st.one_of(st.integers(0, max_weight), st.just(0)),
+                               min_size=len(names), max_size=len(names)).map(
+            lambda ws: dict(zip(names, ws))))

@@ -76,3 +76,25 @@ int pybn_prog_query_raw(uint32_t target, uint32_t attach_type,
 /* setns(2) (Python 3.11's os module has no setns). Returns 0 or -errno. */
 int pybn_setns(int fd, int nstype);
 #endif
+
+/* ---- Maglev table population (issue 6, csrc/glue/pybn_maglev.c) ------- */
+#ifndef PYBN_MAGLEV_H
+#define PYBN_MAGLEV_H
+/* h1 = fmix64(FNV-1a-64(name, BASIS1)), h2 = the same with BASIS2 (the
+ * standard FNV offset basis, and that basis rotated by 32 bits). */
+#define PYBN_MAGLEV_BASIS1 0xcbf29ce484222325ULL
+#define PYBN_MAGLEV_BASIS2 0x84222325cbf29ce4ULL
+uint64_t pybn_maglev_hash(const char *data, size_t len, uint64_t basis);
+/* Backend i's name is names[ends[i-1]:ends[i]] (ends[-1] = 0), or with
+ * ends NULL the i-th of n NUL-separated names in names[0:len]. Writes
+ * offset = h1 % m and skip = h2 % (m - 1) + 1. Returns 0 or -EINVAL. */
+int pybn_maglev_permutations(const char *names, size_t len,
+                             const uint32_t *ends, uint32_t n, uint32_t m,
+                             uint32_t *offsets, uint32_t *skips);
+/* Fill table[m] (m prime) with backend indices, -1 where empty; weights
+ * may be NULL (all equal). Returns the number of filled entries (m, or 0
+ * when no backend has a weight), -EINVAL or -ENOMEM. */
+long pybn_maglev_fill(const uint32_t *offsets, const uint32_t *skips,
+                      const uint32_t *weights, uint32_t n, uint32_t m,
+                      int32_t *table);
+#endif

@@ -50,6 +50,7 @@ __all__ = [
     # data planes (imported on first use: the core never imports them)
     "Firewall", "Rule", "Conntrack", "Connection", "FlowMonitor", "FlowRecord",
     "L7Monitor", "DnsRecord", "HttpRecord",
+    "Maglev",
 ]
 
 # The data planes sit a layer above the core; their classes are importable
@@ -64,6 +65,7 @@ _DATAPLANES = {
     "L7Monitor": "pybpfnet.dataplanes.l7",
     "DnsRecord": "pybpfnet.dataplanes.l7",
     "HttpRecord": "pybpfnet.dataplanes.l7",
+    "Maglev": "pybpfnet.dataplanes.maglev",
 }
 
 

@@ -817,3 +817,24 @@ def _trampoline_error(ptr, name, exc):
             return trampoline_refused("load program %r (section %r) of %r" % (
                 d["name"], d["section"], name), kind, exc.errno)
     return None
+
+
+# -- Maglev table population (csrc/glue/pybn_maglev.c; used by _maglev) ------
+def maglev_hash(data, basis):
+    return lib.pybn_maglev_hash(data, len(data), basis)
+
+
+def maglev_permutations(blob, ends, n, size, offsets, skips):
+    """Fill offsets/skips (writable uint32 buffers); returns the C rc."""
+    return lib.pybn_maglev_permutations(
+        blob, len(blob), ffi.NULL if ends is None else ffi.from_buffer("uint32_t[]", ends),
+        n, size, ffi.from_buffer("uint32_t[]", offsets, require_writable=True),
+        ffi.from_buffer("uint32_t[]", skips, require_writable=True))
+
+
+def maglev_fill(offsets, skips, weights, n, size, table):
+    """Fill table (writable int32 buffer); returns the C rc."""
+    return lib.pybn_maglev_fill(
+        ffi.from_buffer("uint32_t[]", offsets), ffi.from_buffer("uint32_t[]", skips),
+        ffi.NULL if weights is None else ffi.from_buffer("uint32_t[]", weights),
+        n, size, ffi.from_buffer("int32_t[]", table, require_writable=True))
