@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SYS_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool iproute2 \
-            gcc make python3-venv python3-dev dnsmasq curl bind9-dnsutils chromium
+            gcc make python3-venv python3-dev dnsmasq curl bind9-dnsutils chromium tshark
 BENCH_PKGS := python3-bpfcc linux-headers-amd64
 STAMP := $(VENV)/.installed
 

@@ -15,7 +15,8 @@ MODULES = ["pybpfnet"]
 EXTRA = ["pybpfnet.testing", "pybpfnet.netlab", "pybpfnet.packet", "pybpfnet.dataplanes.firewall", "pybpfnet.dataplanes.conntrack",
          "pybpfnet.dataplanes.flowmon", "pybpfnet.dataplanes.l7", "pybpfnet.dataplanes.resolver",
          "pybpfnet.dataplanes.flow_export", "pybpfnet.dataplanes.flow_top",
-         "pybpfnet.dataplanes.maglev"]
+         "pybpfnet.dataplanes.capture", "pybpfnet.dataplanes.maglev",
+         "pybpfnet.dataplanes.lb"]
 
 
 def _sig(obj):

@@ -576,3 +576,49 @@ def maglev_weighted(min_size=0, max_size=40, max_weight=20):
         lambda names: st.lists(st.one_of(st.integers(0, max_weight), st.just(0)),
                                min_size=len(names), max_size=len(names)).map(
             lambda ws: dict(zip(names, ws))))
+
+
+# ===========================================================================
+# capture filter expressions
+#
+# Addresses, networks and ports come from the pools of pybpfnet._strategies
+# so that filters and generated packets meet.
+
+from pybpfnet._strategies import DEFAULT_PORTS, DEFAULT_V4, DEFAULT_V6  # noqa: E402
+
+NETS = ("10.0.0.0/8", "10.0.0.0/24", "10.1.0.0/16", "192.168.0.0/16", "0.0.0.0/0",
+        "fd00::/64", "fd00::/16", "2001:db8::/32", "fe80::/10", "::/0")
+PROTOS = (0, 1, 6, 17, 43, 44, 58, 132)
+
+
+def primitives(ports=DEFAULT_PORTS):
+    """One primitive as text, e.g. ``src host 10.0.0.1`` or ``udp dst port 53``."""
+    qual = st.sampled_from(("", "src ", "dst "))
+    addr = st.sampled_from(DEFAULT_V4 + DEFAULT_V6)
+    port = st.sampled_from(ports)
+    return st.one_of(
+        st.builds("{}host {}".format, qual, addr),
+        st.builds("{}{}".format, st.sampled_from(("src ", "dst ")), addr),
+        st.builds("{}net {}".format, qual, st.sampled_from(NETS)),
+        st.builds("{}port {}".format, qual, port),
+        st.sampled_from(("tcp", "udp", "sctp", "icmp", "icmp6", "ip", "ip6")),
+        st.builds("{} {}port {}".format, st.sampled_from(("tcp", "udp")), qual, port),
+        st.builds("{}proto {}".format, st.sampled_from(("", "ip ", "ip6 ")),
+                  st.sampled_from(PROTOS)),
+    )
+
+
+def filter_expressions(max_leaves=6):
+    """Filter expressions combining primitives with and/or/not (also as
+    &&, ||, !) and parentheses; some chains are left unparenthesized so
+    the left-to-right rule matters."""
+    def extend(children):
+        op = st.sampled_from((" and ", " or ", " && ", " || "))
+        return st.one_of(
+            st.builds("not {}".format, children),
+            st.builds("!{}".format, children),
+            st.builds("({})".format, children),
+            st.builds("{}{}{}".format, children, op, children),
+            st.builds("({}){}({})".format, children, op, children),
+        )
+    return st.recursive(primitives(), extend, max_leaves=max_leaves)

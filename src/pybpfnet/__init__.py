@@ -51,6 +51,7 @@ __all__ = [
     "Firewall", "Rule", "Conntrack", "Connection", "FlowMonitor", "FlowRecord",
     "L7Monitor", "DnsRecord", "HttpRecord",
     "Maglev",
+    "Capture", "CapturedPacket",
 ]
 
 # The data planes sit a layer above the core; their classes are importable
@@ -66,6 +67,8 @@ _DATAPLANES = {
     "DnsRecord": "pybpfnet.dataplanes.l7",
     "HttpRecord": "pybpfnet.dataplanes.l7",
     "Maglev": "pybpfnet.dataplanes.maglev",
+    "Capture": "pybpfnet.dataplanes.capture",
+    "CapturedPacket": "pybpfnet.dataplanes.capture",
 }
 
 

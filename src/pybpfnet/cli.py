@@ -38,7 +38,9 @@ def build_parser():
     s.set_defaults(func=cmd_stubs)
     from pybpfnet.dataplanes import conntrack_cli, firewall_cli, flowmon_cli, l7_cli
     from pybpfnet.dataplanes import flow_views_cli
-    for plane in (firewall_cli, conntrack_cli, flowmon_cli, l7_cli, flow_views_cli):
+    from pybpfnet.dataplanes import capture_cli
+    for plane in (firewall_cli, conntrack_cli, flowmon_cli, l7_cli, flow_views_cli,
+                  capture_cli):
         plane.add_parser(sub)
     return p
 

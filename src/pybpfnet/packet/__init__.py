@@ -26,6 +26,7 @@ from pybpfnet.packet._options import (EOL, MSS, NOP, IPv4Option, IPv6Option,
                                       Timestamps, WindowScale)
 from pybpfnet.packet._parse import FIRST_LAYERS, parse
 from pybpfnet.packet._template import Template
+from pybpfnet.packet.pcap import PcapRecord, PcapWriter, read_pcap
 from pybpfnet.packet._tools import (HOSTILE_IPV4_OPTIONS, ChecksumMismatch, FlowTuple,
                                     checksum_errors, decap, encap_gue, encap_ipip, flow,
                                     fragment, icmp_echo, tcp_packet, udp_packet,
@@ -55,4 +56,6 @@ __all__ = [
     "udp_packet", "tcp_packet", "icmp_echo", "flow", "FlowTuple", "encap_ipip",
     "encap_gue", "decap", "with_vlan", "with_ipv4_options", "HOSTILE_IPV4_OPTIONS",
     "with_ipv6_extensions", "fragment",
+    # pcap files
+    "PcapWriter", "PcapRecord", "read_pcap",
 ]

@@ -1,0 +1,392 @@
+"""Packet capture: packets that pass a tcpdump-like filter, evaluated in
+BPF at TC ingress/egress, copied up to a snap length into a ring buffer
+and read in Python or written as pcap.
+
+::
+
+    from pybpfnet.dataplanes.capture import Capture
+
+    with Capture(["eth0"], filter="tcp port 443 and host 10.0.0.2", snaplen=128) as cap:
+        cap.write_pcap("out.pcap", count=100)    # tshark -r out.pcap
+        for pkt in cap:                           # CapturedPacket records
+            print(pkt)
+
+Like xdpdump, the program sits at the hook in front of (``position=
+"first"``) other programs and never changes a verdict; unlike tcpdump it
+needs no AF_PACKET socket, and the filter is compiled by pybpfnet
+(``compile_filter``) into a rule table the BPF program walks, not into
+classic BPF. See docs/capture.md.
+"""
+
+import asyncio
+import collections
+import contextlib
+import socket
+import struct
+import time
+
+import attrs
+
+from pybpfnet import _netlink
+from pybpfnet._errors import NotSupportedError
+from pybpfnet._object import open_bundled
+from pybpfnet.dataplanes import _cap_abi
+from pybpfnet.dataplanes._cap_abi import abi
+from pybpfnet.dataplanes._cap_filter import CaptureFilter, compile_filter
+from pybpfnet.packet.pcap import PcapWriter
+
+__all__ = ["Capture", "CapturedPacket", "CaptureStats", "CaptureFilter", "compile_filter"]
+
+
+def _mono_to_wall_ns():
+    """Nanoseconds to add to CLOCK_MONOTONIC (bpf_ktime_get_ns) for the wall clock."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+@attrs.frozen
+class CapturedPacket:
+    """One captured packet: ``data`` is its first ``snaplen`` bytes (from
+    the Ethernet header), ``orig_len`` its length at the hook (a GSO packet
+    is one super-packet here, as in tcpdump), ``timestamp_ns`` wall-clock
+    epoch nanoseconds and ``mono_ns`` the CLOCK_MONOTONIC time BPF took."""
+
+    timestamp_ns: int
+    ifindex: int
+    direction: str
+    orig_len: int
+    data: bytes
+    interface: object = None
+    mono_ns: int = 0
+
+    @property
+    def timestamp(self):
+        """Epoch seconds as a float."""
+        return self.timestamp_ns / 1e9
+
+    @property
+    def truncated(self):
+        """Whether the snap length cut the packet."""
+        return self.orig_len > len(self.data)
+
+    def summary(self):
+        """The decoded headers on one line (pybpfnet.packet.parse, never raises)."""
+        from pybpfnet.packet import parse
+        s = parse(self.data, strict=False).summary()
+        if s.startswith("Ethernet ") and " / " in s:
+            s = s.split(" / ", 1)[1]
+        return s
+
+    def __str__(self):
+        t = time.strftime("%H:%M:%S", time.localtime(self.timestamp_ns // 1_000_000_000))
+        return "%s.%06d %s %s %s, length %d" % (
+            t, self.timestamp_ns % 1_000_000_000 // 1000, self.interface or self.ifindex,
+            "In " if self.direction == "ingress" else "Out", self.summary(), self.orig_len)
+
+
+@attrs.frozen
+class CaptureStats:
+    """Counters of the BPF side, summed over CPUs: packets ``seen`` at the
+    hooks, ``captured`` into the ring, ``filtered`` out, and ``lost``
+    (matched but the ring was full: read faster or give a larger
+    ``ring_size``)."""
+
+    seen: int
+    captured: int
+    filtered: int
+    lost: int
+
+    def to_dict(self):
+        return attrs.asdict(self)
+
+
+class Capture:
+    """The packet capture data plane: the BPF program loaded and attached
+    at TC ``directions`` ("ingress", "egress") of ``interfaces`` (names or
+    ifindexes, resolved in the calling thread's network namespace), or only
+    loaded with ``interfaces=None`` (then ``program(direction)`` test-runs
+    packets).
+
+    ``hook="xdp"`` captures at XDP instead (ingress only, before the stack,
+    as xdpdump does; Linux >= 5.18; ``xdp_mode`` "auto", "native" or
+    "generic"). An interface has one XDP program unless a dispatcher
+    shares it: attaching fails with HookBusyError when one is there.
+
+    ``filter``: a tcpdump-like expression (see ``compile_filter`` and
+    docs/capture.md) or a compiled CaptureFilter; None captures everything.
+    ``snaplen``: bytes kept of each packet (1 .. 16384). ``ring_size``: the
+    ring buffer's bytes (a power of two, at least a page); each record takes
+    a 24-byte header, the captured bytes and 8 bytes of ring header.
+    ``position``: "first" in the interface's tcx chain (default: packets
+    are seen before other programs' verdicts) or "last". ``netns``: the
+    network namespace of ``interfaces`` (a name in /run/netns, a path or an
+    fd; None: the calling thread's); the calling thread enters it only
+    while attaching.
+
+    Needs Linux >= 5.17 (bpf_loop, ring buffer; tcx links from 6.6, else a
+    clsact filter), CAP_BPF and CAP_NET_ADMIN (and CAP_SYS_ADMIN with
+    ``netns``). Raises ValueError for a bad filter (with the position) or
+    one larger than the BPF rule table, BpfError (and subclasses) when
+    load or attach fails; nothing stays attached then.
+    """
+
+    def __init__(self, interfaces=None, *, filter=None, snaplen=262,
+                 directions=None, ring_size=1 << 22, position="first", netns=None,
+                 hook="tc", xdp_mode="auto"):
+        if isinstance(interfaces, (str, int)):
+            interfaces = [interfaces]
+        if hook not in ("tc", "xdp"):
+            raise ValueError("hook must be 'tc' or 'xdp', not %r" % (hook,))
+        if directions is None:
+            directions = ("ingress", "egress") if hook == "tc" else ("ingress",)
+        if isinstance(directions, str):
+            directions = (directions,)
+        if hook == "xdp" and tuple(directions) != ("ingress",):
+            raise ValueError("hook='xdp' captures ingress only, not %r" % (tuple(directions),))
+        if position not in ("first", "last"):
+            raise ValueError("position must be 'first' or 'last', not %r" % (position,))
+        for d in directions:
+            if d not in _cap_abi.DIRECTIONS:
+                raise ValueError("direction must be 'ingress' or 'egress', not %r" % (d,))
+        self._abi = abi()
+        if not 1 <= int(snaplen) <= self._abi.max_snaplen:
+            raise ValueError("snaplen must be 1 .. %d, not %r" % (self._abi.max_snaplen, snaplen))
+        self.snaplen = int(snaplen)
+        self.directions = tuple(directions)
+        self.hook = hook
+        self._filter = filter if isinstance(filter, CaptureFilter) else compile_filter(filter)
+        hdr = self._abi.header
+        self._hdr = struct.Struct("=" + hdr.fmt)
+        self._hdr_fields = tuple(hdr.field_names)
+        if self._hdr_fields != ("ts_ns", "ifindex", "orig_len", "cap_len", "direction") \
+                or self._hdr.size != hdr.size:
+            raise RuntimeError("capture: unexpected ring record header %r" % (self._hdr_fields,))
+        self._stack = contextlib.ExitStack()
+        self._names = {}
+        self._links = []
+        self._pending = collections.deque()
+        self._closed = False
+        self._wall = _mono_to_wall_ns()
+        try:
+            spec = open_bundled(_cap_abi.OBJECT)
+            spec.maps[_cap_abi.MAP_EVENTS].max_entries = int(ring_size)
+            # load only the hook's programs (XDP's helpers need Linux >= 5.18)
+            for name in _cap_abi.PROG.values():
+                spec.programs[name].autoload = hook == "tc"
+            spec.programs[_cap_abi.PROG_XDP].autoload = hook == "xdp"
+            self._obj = self._stack.enter_context(spec.load())
+            self._config = self._obj.maps[_cap_abi.MAP_CONFIG]
+            self._ring = self._obj.maps[_cap_abi.MAP_EVENTS]
+            self._stats = self._obj.maps[_cap_abi.MAP_STATS]
+            self._globals = self._obj.globals       # (opens the .bss map now)
+            self._active = self._globals[_cap_abi.VAR_ACTIVE]
+            self._write_config(self._active)
+            with _netlink.in_netns(netns):
+                for iface in interfaces or ():
+                    ifindex, name = _resolve(iface)
+                    self._names[ifindex] = name
+                    for d in self.directions:
+                        if hook == "xdp":
+                            link = self.program(d).attach_xdp(ifindex, xdp_mode)
+                        else:
+                            link = _attach(self.program(d), ifindex, d, position)
+                        self._stack.enter_context(link)
+                        self._links.append(link)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    # -- configuration ----------------------------------------------------------
+    def _write_config(self, slot):
+        a = self._abi
+        self._config[slot] = self._filter.config(self.snaplen, a.fields, a.max_terms,
+                                                 a.max_lits)
+
+    @property
+    def filter(self):
+        """The compiled filter (CaptureFilter; ``str()`` shows its terms)."""
+        return self._filter
+
+    def set_filter(self, filter):
+        """Replace the filter (an expression, a CaptureFilter or None). The
+        new table goes into the config slot not in use, then the BPF side
+        is switched to it: each packet is judged by the old or the new
+        filter as a whole. Raises ValueError as the constructor (the old
+        filter stays then)."""
+        new = filter if isinstance(filter, CaptureFilter) else compile_filter(filter)
+        slot = self._active ^ 1
+        old, self._filter = self._filter, new
+        try:
+            self._write_config(slot)
+        except BaseException:
+            self._filter = old
+            raise
+        self._globals[_cap_abi.VAR_ACTIVE] = slot
+        self._active = slot
+
+    # -- handles ------------------------------------------------------------------
+    def program(self, direction="ingress"):
+        """The loaded program of one direction (for test_run or own attach;
+        with ``hook="xdp"`` the XDP program, "ingress" only)."""
+        if direction not in self.directions:
+            raise ValueError("this capture has no %r program (directions %r)"
+                             % (direction, self.directions))
+        if self.hook == "xdp":
+            return self._obj.programs[_cap_abi.PROG_XDP]
+        return self._obj.programs[_cap_abi.PROG[direction]]
+
+    @property
+    def links(self):
+        return tuple(self._links)
+
+    @property
+    def ring(self):
+        return self._ring
+
+    def fileno(self):
+        """The ring buffer's fd: readable when packets were captured."""
+        return self._ring.fileno()
+
+    # -- packets ----------------------------------------------------------------------
+    def _decode(self, raw):
+        ts, ifindex, orig_len, cap_len, direction = self._hdr.unpack_from(raw)
+        start = self._hdr.size
+        return CapturedPacket(
+            timestamp_ns=ts + self._wall, ifindex=ifindex,
+            direction=_cap_abi.DIRECTIONS[direction & 1], orig_len=orig_len,
+            data=bytes(raw[start:start + cap_len]), interface=self._names.get(ifindex),
+            mono_ns=ts)
+
+    def _poll_raw(self, timeout):
+        if self._pending:
+            out = list(self._pending)
+            self._pending.clear()
+            return out
+        self._wall = _mono_to_wall_ns()         # follow wall-clock steps (NTP)
+        return self._ring.poll(timeout)
+
+    def poll(self, timeout=0):
+        """Packets captured since the last call, oldest first; waits up to
+        ``timeout`` seconds (None: forever) for the first one."""
+        return [self._decode(r) for r in self._poll_raw(timeout)]
+
+    def __iter__(self):
+        """CapturedPackets as they come, forever (until closed)."""
+        while not self._closed:
+            yield from self.poll(timeout=0.5)
+
+    def __aiter__(self):
+        """``async for pkt in capture``: packets as they come (the ring's
+        fd is watched by the running event loop)."""
+        return self._aiter()
+
+    async def _aiter(self):
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        fd = self._ring.fileno()
+        loop.add_reader(fd, ready.set)
+        try:
+            while not self._closed:
+                ready.clear()
+                pkts = self.poll(0)
+                for p in pkts:
+                    yield p
+                if not pkts:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(ready.wait(), 0.5)
+        finally:
+            if not self._closed:
+                loop.remove_reader(fd)
+
+    def _batches(self, count, duration):
+        """Lists of raw ring records, ``count`` of them in all at most (the
+        rest stays pending), for at most ``duration`` seconds."""
+        deadline = None if duration is None else time.monotonic() + duration
+        n = 0
+        while not self._closed and (count is None or n < count):
+            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            batch = self._poll_raw(wait)
+            if count is not None and n + len(batch) > count:
+                self._pending.extend(batch[count - n:])
+                batch = batch[:count - n]
+            n += len(batch)
+            if batch:
+                yield batch
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def packets(self, count=None, duration=None):
+        """A generator of up to ``count`` packets, for at most ``duration``
+        seconds (None: no limit). Packets not yet taken when the generator
+        is closed early stay for the next call."""
+        for batch in self._batches(count, duration):
+            for i, raw in enumerate(batch):
+                try:
+                    yield self._decode(raw)
+                except GeneratorExit:
+                    self._pending.extendleft(reversed(batch[i + 1:]))
+                    raise
+
+    def write_pcap(self, dest, count=None, duration=None):
+        """Write captured packets to a pcap file (a path, or a binary file
+        object left open) until ``count`` packets or ``duration`` seconds,
+        whichever comes first (neither: until Ctrl-C, which ends the file
+        cleanly and returns). Returns the number of packets written. The
+        file is nanosecond pcap, LINKTYPE_ETHERNET, with this capture's
+        snaplen; tshark, tcpdump and scapy read it. Records go from the ring
+        to the file without a CapturedPacket object each."""
+        unpack, start = self._hdr.unpack_from, self._hdr.size
+        with PcapWriter(dest, snaplen=self.snaplen) as w:
+            try:
+                for batch in self._batches(count, duration):
+                    wall = self._wall
+                    recs = []
+                    for raw in batch:
+                        ts, _, orig_len, cap_len, _ = unpack(raw)
+                        recs.append((ts + wall, raw[start:start + cap_len], orig_len))
+                    w.write_records(recs)
+                    w.flush()
+            except KeyboardInterrupt:
+                if count is None and duration is None:
+                    return w.count
+                raise
+            return w.count
+
+    def stats(self):
+        """CaptureStats summed over CPUs."""
+        return CaptureStats(**{name: self._stats.sum(i) for name, i in self._abi.stats.items()})
+
+    # -- lifetime ------------------------------------------------------------------------
+    def close(self):
+        """Detach and unload (idempotent). Packets still in the ring are dropped."""
+        if not self._closed:
+            self._closed = True
+            self._stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        ifaces = ", ".join(self._names.values()) or "not attached"
+        return "<Capture %s %s%s filter=%r snaplen=%d>" % (
+            ifaces, "xdp " if self.hook == "xdp" else "", "/".join(self.directions),
+            self._filter.expression, self.snaplen)
+
+
+def _attach(prog, ifindex, direction, position):
+    try:
+        return prog.attach_tc(ifindex, direction, **{position: True})
+    except NotSupportedError:        # no tcx (Linux < 6.6): a clsact filter, unordered
+        return prog.attach_tc(ifindex, direction)
+
+
+def _resolve(iface):
+    if isinstance(iface, int):
+        return iface, socket.if_indextoname(iface)
+    try:
+        return socket.if_nametoindex(iface), iface
+    except OSError:
+        raise FileNotFoundError("capture: no interface %r in this network namespace"
+                                % (iface,)) from None
