@@ -225,3 +225,63 @@ def test_async_iteration(fm):
     run(fm, tcp6("FA", sport=2))
     recs = asyncio.run(asyncio.wait_for(first_two(), 5))
     assert sorted((r.sport, r.reason) for r in recs) == [(1, "rst"), (2, "fin")]
+
+
+def test_async_iteration_ends_on_close_and_unregisters_the_ring():
+    """Closing the monitor ends ``async for``; the event loop no longer
+    watches the ring's fd afterwards (the fd number can be reused)."""
+    import asyncio
+
+    fm = FlowMonitor(max_flows=4, sweep_interval=0.05)
+    fd = fm.fileno()
+
+    async def main():
+        got = []
+        async for rec in fm:
+            got.append(rec)
+            fm.close()                      # from inside the loop: ends at the next turn
+        loop = asyncio.get_running_loop()
+        return got, loop.remove_reader(fd)  # False: nothing registered any more
+
+    run(fm, tcp6("R", sport=7))
+    got, still_registered = asyncio.run(asyncio.wait_for(main(), 5))
+    assert [(r.sport, r.reason) for r in got] == [(7, "rst")]
+    assert fm.closed and still_registered is False
+    fm.close()                              # idempotent
+
+
+def test_records_show_resolver_names():
+    from pybpfnet.dataplanes.resolver import StaticResolver
+
+    names = StaticResolver({"10.0.0.0/24": "lab", "10.0.0.2": "dns"})
+    with FlowMonitor(max_flows=4, resolver=names) as fm:
+        run(fm, udp4(sport=1000, dport=53, payload=b"q" * 20))
+        (flow,) = fm.active()
+        assert str(flow) == "1 10.0.0.1:1000(lab) -> 10.0.0.2:53(dns) UDP egress: 1 pkts " \
+            "62 bytes"
+        run(fm, tcp6("R", sport=5))         # no name for fd00::/8: the plain address
+        (rst,) = fm.poll(0)
+        assert (rst.src_name, rst.dst_name) == (None, None)
+        assert str(rst).startswith("1 [fd00::1]:5 -> [fd00::2]:80 TCP egress")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(directions=("ingress", "sideways")), "direction must be 'ingress' or 'egress', "
+                                               "not 'sideways'"),
+    (dict(directions=()), "expected 'ingress' and/or 'egress'"),
+    (dict(position="middle"), "position must be 'first' or 'last'"),
+    (dict(ring_size=5000), "ring_size must be a power of two"),
+    (dict(max_flows=0), "max_flows must be a whole number >= 1, not 0"),
+    (dict(idle_timeout=-1), "idle_timeout must be a number >= 0, not -1"),
+])
+def test_bad_arguments_say_what_was_expected(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        FlowMonitor(**kwargs)
+
+
+def test_unknown_interface_and_direction():
+    with pytest.raises(FileNotFoundError, match="flow monitor: no interface 'nope0'"):
+        FlowMonitor(["nope0"])
+    with FlowMonitor(max_flows=4) as fm:
+        with pytest.raises(ValueError, match="not 'up'"):
+            fm.program("up")

@@ -210,3 +210,28 @@ def test_records_by_poll_iteration_and_async_for(mon):
     (waiting,) = mon.flush()
     assert (waiting.qname, waiting.rcode, waiting.latency_ns) == ("iter.test", None, None)
     assert mon.stats().pending == 0
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(directions="sideways"), "direction must be 'ingress' or 'egress', not 'sideways'"),
+    (dict(position="middle"), "position must be 'first' or 'last'"),
+    (dict(snaplen=0), r"snaplen must be an int in 1\.\.512 bytes, not 0"),
+    (dict(ring_size=4097), "ring_size must be a power of two"),
+    (dict(max_pending=0), "max_pending must be a whole number >= 1, not 0"),
+    (dict(dns_ports=(70000,)), r"port must be an int in 1\.\.65535, not 70000"),
+])
+def test_bad_arguments_say_what_was_expected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        L7Monitor(**kwargs)
+
+
+def test_unknown_interface_and_closed():
+    with pytest.raises(FileNotFoundError, match="L7 monitor: no interface 'nope0'"):
+        L7Monitor(["nope0"])
+    mon = L7Monitor()
+    assert not mon.closed
+    with pytest.raises(ValueError, match="not 'up'"):
+        mon.program("up")
+    mon.close()
+    assert mon.closed
+    mon.close()                             # idempotent

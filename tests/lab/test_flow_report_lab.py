@@ -20,6 +20,7 @@ import zlib
 
 import pytest
 
+from flowlab import drain, serve_one
 from pybpfnet.dataplanes import flowmon_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -145,19 +146,10 @@ def run_flows_with_traffic(hosts, report):
             udp_port = tx.getsockname()[1]
         with hosts.server.create_server((str(hosts.server_ip), 0)) as srv:
             for size in (50_000, 3_000):
-                def serve():
-                    conn, _ = srv.accept()
-                    with conn:
-                        while conn.recv(65536):
-                            pass
-                s = threading.Thread(target=serve)
-                s.start()
-                with hosts.client.create_connection(srv.getsockname()) as c:
+                with serve_one(srv), hosts.client.create_connection(srv.getsockname()) as c:
                     c.sendall(b"t" * size)
                     c.shutdown(socket.SHUT_WR)
-                    while c.recv(100):
-                        pass
-                s.join()
+                    drain(c)
     finally:
         t.join()
     assert "error" not in result, result.get("error")

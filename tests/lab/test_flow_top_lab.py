@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from flowlab import drain, serve_one
 from pybpfnet.cli import main
 from pybpfnet.dataplanes.flow_top import run_top
 from pybpfnet.dataplanes.flowmon import FlowMonitor
@@ -27,16 +28,8 @@ def stream(hosts, chunk=20_000):
     the bytes sent so far."""
     state = {"sent": 0}
     stop = threading.Event()
-    with hosts.server.create_server((str(hosts.server_ip), 0)) as srv:
-        def serve():
-            conn, _ = srv.accept()
-            with conn:
-                while conn.recv(65536):
-                    pass
-
-        s = threading.Thread(target=serve)
-        s.start()
-        c = hosts.client.create_connection(srv.getsockname())
+    with hosts.server.create_server((str(hosts.server_ip), 0)) as srv, serve_one(srv), \
+            hosts.client.create_connection(srv.getsockname()) as c:
         state["port"] = c.getsockname()[1]
 
         def send():
@@ -52,10 +45,7 @@ def stream(hosts, chunk=20_000):
             stop.set()
             w.join()
             c.shutdown(socket.SHUT_WR)
-            while c.recv(100):
-                pass
-            c.close()
-            s.join()
+            drain(c)
 
 
 def test_top_json_frames_follow_the_stream(hosts, capsys):
@@ -82,7 +72,8 @@ def test_top_json_frames_follow_the_stream(hosts, capsys):
         assert cur["bytes"] >= prev["bytes"]
         assert cur["bytes_per_s"] == pytest.approx((cur["bytes"] - prev["bytes"])
                                                    / f["interval"])
-        assert cur["packets_per_s"] >= 0
+        assert cur["packets_per_s"] == pytest.approx((cur["packets"] - prev["packets"])
+                                                     / f["interval"])
     assert mine[-1]["bytes"] > mine[0]["bytes"] and mine[-1]["bytes_per_s"] > 0
     # payload seen by the last frame never exceeds what was sent by the end
     # (+ headers: at most 66 bytes per segment, the SYN 8 more)

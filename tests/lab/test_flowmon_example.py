@@ -7,9 +7,9 @@ import io
 import json
 import pathlib
 import socket
-import threading
 import time
 
+from flowlab import run_beside
 from pybpfnet.dataplanes import flowmon_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -53,11 +53,11 @@ def test_flows_command_json(lab, capsys):
             for _ in range(5):
                 tx.sendto(b"p" * 30, ("10.0.0.2", 4000))
 
-    t = threading.Thread(target=traffic)
-    t.start()
-    with hosts.client.enter():
-        assert flowmon_cli.cmd_flows(args, out=out) == 0
-    t.join()
+    def flows():
+        with hosts.client.enter():
+            return flowmon_cli.cmd_flows(args, out=out)
+
+    assert run_beside(traffic, flows) == 0
     lines = [json.loads(ln) for ln in out.getvalue().splitlines()]
     udp = [d for d in lines if d.get("sport") == 4001]
     assert len(udp) == 1 and udp[0]["packets"] == 5 and udp[0]["bytes"] == 5 * (14 + 20 + 8 + 30)

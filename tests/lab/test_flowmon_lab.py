@@ -8,34 +8,13 @@ TCP 20 + 12 timestamp option, SYN and SYN-ACK 20 + 20 options, UDP 8)."""
 import json
 import io
 import socket
-import struct
 import threading
 import time
 
 import pytest
 
+from flowlab import drain, serve_one, wait_closed
 from pybpfnet.dataplanes.flowmon import FlowMonitor, write_jsonl
-
-TCP_CLOSE = 7
-
-
-def tcp_info(sock):
-    """(state, segs_out, bytes_sent, bytes_retrans) from TCP_INFO (struct
-    tcp_info offsets of linux/tcp.h: state at 0, segs_out at 136,
-    bytes_sent at 200, bytes_retrans at 208). segs_out counts
-    retransmitted segments, bytes_sent does not count their payload."""
-    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
-    return (raw[0], struct.unpack_from("<I", raw, 136)[0], struct.unpack_from("<Q", raw, 200)[0],
-            struct.unpack_from("<Q", raw, 208)[0])
-
-
-def wait_closed(sock):
-    for _ in range(400):
-        info = tcp_info(sock)
-        if info[0] == TCP_CLOSE:
-            return info
-        time.sleep(0.005)
-    raise AssertionError("socket never reached TCP_CLOSE: %r" % (info,))
 
 
 def assert_tcp_bytes(got, segs, sent, retrans, v6):
@@ -64,23 +43,13 @@ def tcp_exchange(hosts, v6, up, down, before_close=None, chunk=None):
     with hosts.server.create_server((server_ip, 0), family=fam) as srv:
         port = srv.getsockname()[1]
 
-        def serve():
-            conn, _ = srv.accept()
-            with conn:
-                got = 0
-                while True:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    got += len(chunk)
-                conn.sendall(b"s" * down)
-                conn.shutdown(socket.SHUT_WR)
-                result["server"] = wait_closed(conn)
-                result["server_got"] = got
+        def serve(conn):
+            result["server_got"] = drain(conn)
+            conn.sendall(b"s" * down)
+            conn.shutdown(socket.SHUT_WR)
+            result["server"] = wait_closed(conn)
 
-        t = threading.Thread(target=serve)
-        t.start()
-        with hosts.client.create_connection((server_ip, port)) as c:
+        with serve_one(srv, serve), hosts.client.create_connection((server_ip, port)) as c:
             step = chunk or max(up, 1)
             for i in range(0, up, step):
                 c.sendall(b"c" * min(step, up - i))
@@ -89,16 +58,9 @@ def tcp_exchange(hosts, v6, up, down, before_close=None, chunk=None):
             if before_close is not None:
                 before_close()
             c.shutdown(socket.SHUT_WR)
-            got = 0
-            while True:
-                chunk = c.recv(65536)
-                if not chunk:
-                    break
-                got += len(chunk)
+            result["client_got"] = drain(c)
             result["client"] = wait_closed(c)
             result["client_port"] = c.getsockname()[1]
-            result["client_got"] = got
-        t.join()
     assert result["server_got"] == up and result["client_got"] == down
     result["port"] = port
     return result

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from flowlab import run_beside, serve_one
 from pybpfnet.dataplanes._flow_hist import slot
 from pybpfnet.dataplanes.flowmon import FlowMonitor
 
@@ -58,21 +59,17 @@ def test_srtt_per_flow_and_histogram(hosts, mode):
         port = srv.getsockname()[1]
         go = threading.Event()
 
-        def serve():
-            conn, _ = srv.accept()
-            with conn:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                for _ in range(ROUNDS):
-                    recv_exact(conn, 100)
-                    conn.sendall(b"s" * 100)      # acknowledges the client's data
-                go.wait(10)
-                conn.sendall(b"z")                # acknowledges nothing new
-                recv_exact(conn, 1)
+        def serve(conn):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(ROUNDS):
+                recv_exact(conn, 100)
+                conn.sendall(b"s" * 100)      # acknowledges the client's data
+            go.wait(10)
+            conn.sendall(b"z")                # acknowledges nothing new
+            recv_exact(conn, 1)
 
-        t = threading.Thread(target=serve)
-        t.start()
         try:
-            with connect(hosts, mode, server_ip, port) as c:
+            with serve_one(srv, serve), connect(hosts, mode, server_ip, port) as c:
                 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 for _ in range(ROUNDS):
                     c.sendall(b"c" * 100)
@@ -88,7 +85,6 @@ def test_srtt_per_flow_and_histogram(hosts, mode):
                 c.sendall(b"!")
         finally:
             go.set()
-            t.join()
         out = flows[("egress", cport, port)]
         back = flows[("ingress", port, cport)]
         # both halves of the connection carry the socket's latest srtt
@@ -153,11 +149,11 @@ def test_flows_command_srtt(hosts, capsys):
                     conn.sendall(b"q")
                     recv_exact(c, 1)
 
-    t = threading.Thread(target=traffic)
-    t.start()
-    with hosts.client.enter():
-        assert flowmon_cli.cmd_flows(args, out=out) == 0
-    t.join()
+    def flows():
+        with hosts.client.enter():
+            return flowmon_cli.cmd_flows(args, out=out)
+
+    assert run_beside(traffic, flows) == 0
     lines = [json.loads(ln) for ln in out.getvalue().splitlines()]
     tcp = [d for d in lines if d.get("dport") == 4100 and d.get("direction") == "egress"]
     assert tcp and all(d["srtt_us"] for d in tcp)

@@ -7,11 +7,12 @@ the oracle is the servers' configuration and the requests we made."""
 import re
 import shutil
 import struct
-import threading
+import subprocess
 import time
 
 import pytest
 
+from flowlab import run_beside, serve_one
 from pybpfnet.dataplanes.l7 import DnsRecord, HttpRecord, L7Monitor
 from pybpfnet.dataplanes.resolver import StaticResolver
 
@@ -45,22 +46,29 @@ def wait_until(fn, what, tries=200):
     raise AssertionError("timed out waiting for " + what)
 
 
-def start_dnsmasq(hosts):
-    server = str(hosts.server_ip)
+DNSMASQ_V4 = ("--address=/example.test/10.9.8.7",
+              "--host-record=v6.example.test,10.9.8.6,fd00::99",
+              "--cname=alias.example.test,v6.example.test")
+
+
+def start_dnsmasq(hosts, server=None, records=DNSMASQ_V4, probe=("www.example.test", "A"),
+                  want=b"10.9.8.7"):
+    """dnsmasq on ``server`` (default the server's IPv4 address) in the
+    server namespace (the lab stops it), serving ``records``; returns once
+    the client's ``dig probe`` gets ``want``."""
+    server = str(server or hosts.server_ip)
     proc = hosts.server.popen(
         ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
          "--port=53", "--listen-address=" + server, "--bind-interfaces", "--pid-file=",
-         "--user=root", "--local=/test/", "--address=/example.test/10.9.8.7",
-         "--host-record=v6.example.test,10.9.8.6,fd00::99",
-         "--cname=alias.example.test,v6.example.test"],
-        stdout=open("/dev/null", "wb"), stderr=open("/dev/null", "wb"))
+         "--user=root", "--local=/test/", *records],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def answering():
         r = hosts.client.run_process(["dig", "@" + server, "+short", "+time=1", "+tries=1",
-                                      "www.example.test"], capture_output=True, timeout=5)
-        return b"10.9.8.7" in r.stdout
+                                      *probe], capture_output=True, timeout=5)
+        return want in r.stdout
 
-    wait_until(answering, "dnsmasq to answer")
+    wait_until(answering, "dnsmasq on %s to answer %s" % (server, " ".join(probe)))
     return proc
 
 
@@ -121,7 +129,7 @@ def start_http_server(hosts, tmp_path):
     (tmp_path / "hello.txt").write_text("hello\n")
     hosts.server.popen(["python3", "-m", "http.server", "8080", "--bind",
                         str(hosts.server_ip)], cwd=str(tmp_path),
-                       stdout=open("/dev/null", "wb"), stderr=open("/dev/null", "wb"))
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def up():
         try:
@@ -182,44 +190,37 @@ def lit(index, value, prefix_bits=4):
     return head + bytes([len(raw)]) + raw
 
 
-def h2_server(srv, response_block, streams=1):
-    """Accept one connection, wait for ``streams`` HEADERS frames of the
-    client, answer SETTINGS and HEADERS(END_STREAM) on each of their
-    streams, and close."""
-    conn, _ = srv.accept()
-    with conn:
-        conn.settimeout(5)
-        buf = b""
+def h2_server(conn, response_block, streams=1):
+    """Wait for ``streams`` HEADERS frames of the client on ``conn``,
+    answer SETTINGS and HEADERS(END_STREAM) on each of their streams."""
+    conn.settimeout(5)
+    buf = b""
+    seen = []
+    while len(seen) < streams:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        buf += chunk
+        pos = len(H2_PREFACE) if buf.startswith(H2_PREFACE) else 0
         seen = []
-        while len(seen) < streams:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            buf += chunk
-            pos = len(H2_PREFACE) if buf.startswith(H2_PREFACE) else 0
-            seen = []
-            while pos + 9 <= len(buf):
-                n = int.from_bytes(buf[pos:pos + 3], "big")
-                if buf[pos + 3] == 1:
-                    seen.append(int.from_bytes(buf[pos + 5:pos + 9], "big"))
-                pos += 9 + n
-        conn.sendall(h2_frame(4, 0, 0) + h2_frame(4, 1, 0))
-        for stream in seen:
-            conn.sendall(h2_frame(1, 0x5, stream, response_block))
-        time.sleep(0.1)
+        while pos + 9 <= len(buf):
+            n = int.from_bytes(buf[pos:pos + 3], "big")
+            if buf[pos + 3] == 1:
+                seen.append(int.from_bytes(buf[pos + 5:pos + 9], "big"))
+            pos += 9 + n
+    conn.sendall(h2_frame(4, 0, 0) + h2_frame(4, 1, 0))
+    for stream in seen:
+        conn.sendall(h2_frame(1, 0x5, stream, response_block))
+    time.sleep(0.1)
 
 
 def run_h2(hosts, port, client, response_block, streams=1, **kw):
     with hosts.server.create_server((str(hosts.server_ip), port)) as srv:
-        t = threading.Thread(target=h2_server, args=(srv, response_block, streams))
-        t.start()
         with hosts.client.enter():
             mon = L7Monitor(["eth0"], **kw)
         with mon:
-            try:
+            with serve_one(srv, lambda conn: h2_server(conn, response_block, streams)):
                 client()
-            finally:
-                t.join()
             recs = collect(mon, lambda rs: len(rs) >= streams)
             recs += mon.flush()
     return recs
@@ -308,18 +309,8 @@ def test_grpc_channel_with_huffman_and_dynamic_table(hosts):
 def test_dns_over_ipv6(lab):
     hosts = lab.two_hosts(v4=False)
     server = str(hosts.server_ip6)
-    hosts.server.popen(
-        ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-         "--listen-address=" + server, "--bind-interfaces", "--pid-file=", "--user=root",
-         "--local=/test/", "--host-record=v6.example.test,fd00::99"],
-        stdout=open("/dev/null", "wb"), stderr=open("/dev/null", "wb"))
-
-    def answering():
-        r = hosts.client.run_process(["dig", "@" + server, "+short", "+time=1", "+tries=1",
-                                      "v6.example.test", "AAAA"], capture_output=True, timeout=5)
-        return b"fd00::99" in r.stdout
-
-    wait_until(answering, "dnsmasq to answer over IPv6")
+    start_dnsmasq(hosts, server, ("--host-record=v6.example.test,fd00::99",),
+                  ("v6.example.test", "AAAA"), b"fd00::99")
     with hosts.client.enter():
         mon = L7Monitor(["eth0"])
     with mon:
@@ -354,12 +345,20 @@ def test_l7_and_flows_command_lines_name_workloads(hosts, tmp_path):
         outs[cmd] = [json.loads(line) for line in buf.getvalue().splitlines()]
 
     for cmd in ("l7", "flows"):
-        t = threading.Thread(target=run, args=(cmd,))
-        t.start()
-        while t.is_alive():             # query until the command ends: some are seen
-            dig(hosts, "www.example.test", "A")
-            time.sleep(0.1)
-        t.join()
+        done = []
+
+        def command():
+            try:
+                run(cmd)
+            finally:
+                done.append(True)
+
+        def queries():                  # query until the command ends: some are seen
+            while not done:
+                dig(hosts, "www.example.test", "A")
+                time.sleep(0.1)
+
+        run_beside(queries, command)
     dns = [d for d in outs["l7"] if d["type"] == "dns"]
     assert dns
     for d in dns:

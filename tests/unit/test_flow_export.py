@@ -6,7 +6,6 @@ import ipaddress
 import threading
 import urllib.request
 
-import attrs
 import pytest
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -16,51 +15,7 @@ from pybpfnet.dataplanes._flow_hist import Log2Histogram  # noqa: E402
 from pybpfnet.dataplanes.flow_export import (  # noqa: E402
     PrometheusExporter, log2_buckets, parse_listen)
 from pybpfnet.dataplanes.flowmon import FlowMonitorStats, FlowRecord  # noqa: E402
-
-
-@attrs.frozen
-class LocalDns:
-    """The fields of pybpfnet.dataplanes.l7.DnsRecord (duck-typed)."""
-    time: float
-    client: object
-    server: object
-    client_port: int
-    server_port: int
-    id: int
-    qname: str
-    qtype: str
-    rcode: object
-    answers: tuple
-    latency_ns: object
-    ifindex: int = 2
-    protocol: str = "UDP"
-    client_name: object = None
-    server_name: object = None
-
-
-@attrs.frozen
-class LocalHttp:
-    """The fields of pybpfnet.dataplanes.l7.HttpRecord (duck-typed)."""
-    time: float
-    client: object
-    server: object
-    client_port: int
-    server_port: int
-    protocol: str
-    method: str
-    path: str
-    host: str
-    status: object
-    latency_ns: object
-    ifindex: int = 2
-    client_name: object = None
-    server_name: object = None
-
-
-try:                                      # the real records when l7 is there
-    from pybpfnet.dataplanes.l7 import DnsRecord as Dns, HttpRecord as Http
-except ImportError:                       # pragma: no cover
-    Dns, Http = LocalDns, LocalHttp
+from pybpfnet.dataplanes.l7 import DnsRecord as Dns, HttpRecord as Http  # noqa: E402
 
 
 def dns(client, server, client_port, qid, qname, qtype, rcode, answers, latency_ns,
@@ -126,24 +81,14 @@ def test_flow_counters_by_labels():
 def test_context_labels_use_names_when_known():
     ex = PrometheusExporter(context=("source", "destination_ip", "destination_workload"))
     ex.observe_flow(flow(bytes=10))
-    named = flow(bytes=7)
-    if "src_name" in attrs.fields_dict(FlowRecord):      # once FlowRecord carries names
-        named = attrs.evolve(named, src_name="web", dst_name="db")
-        src = "web"
-    else:
-        src = "10.0.0.1"
-    ex.observe_flow(named)
+    ex.observe_flow(flow(bytes=7, src_name="web", dst_name="db"))
     got = samples(ex.generate())
     base = dict(interface="eth0", direction="egress", protocol="TCP", family="IPv4",
                 destination_ip="10.0.0.2")
-    if src == "web":
-        assert value(got, "pybpfnet_flow_bytes_total", source="10.0.0.1",
-                     destination_workload="", **base) == 10
-        assert value(got, "pybpfnet_flow_bytes_total", source="web",
-                     destination_workload="db", **base) == 7
-    else:
-        assert value(got, "pybpfnet_flow_bytes_total", source="10.0.0.1",
-                     destination_workload="", **base) == 17
+    assert value(got, "pybpfnet_flow_bytes_total", source="10.0.0.1",
+                 destination_workload="", **base) == 10
+    assert value(got, "pybpfnet_flow_bytes_total", source="web",
+                 destination_workload="db", **base) == 7
     with pytest.raises(ValueError, match="context label must be one of"):
         PrometheusExporter(context=("pod",))
 

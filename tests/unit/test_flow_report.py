@@ -66,14 +66,15 @@ def test_graph_nodes_edges_and_tables():
 def test_self_contained_and_escaped():
     evil = '<img src="https://x.invalid/a.png">'
     records = [rec("10.0.0.1", "10.0.0.2", 10)]
-    if "src_name" in attrs.fields_dict(FlowRecord):
-        records.append(attrs.evolve(records[0], src_name=evil))
+    records.append(attrs.evolve(records[0], src_name=evil))
     page = render_report(records, title=evil)
     el = Elements(page)
     assert not [t for t, a in el.tags if t == "img"]
     assert not [a for t, a in el.tags if "src" in a or "href" in a]
     assert "url(" not in page and "@import" not in page and "<link" not in page
     assert "&lt;img src=&quot;https://x.invalid/a.png&quot;&gt;" in page    # text, escaped
+    # the name, escaped, as the graph shows it
+    assert 'data-label="&lt;img src=&quot;https://x.invalid/a.png&quot;&gt;"' in page
 
 
 def test_many_endpoints_merge_into_other():

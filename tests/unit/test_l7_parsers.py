@@ -5,6 +5,7 @@ mutations of valid messages: the parsers may only raise ParseError."""
 import ipaddress
 import struct
 
+import hpack          # the HPACK oracle (test extra)
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -234,6 +235,13 @@ def test_static_resolver_longest_prefix_and_files(tmp_path):
         StaticResolver.from_file(tmp_path / "bad.toml")
     with pytest.raises(FileNotFoundError):
         StaticResolver.from_file(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match=r"entry 2: expected a \(CIDR-or-IP, name\) pair, "
+                                         r"not '10.0.0.9'"):
+        StaticResolver([("10.0.0.1", "a"), "10.0.0.9"])
+    with pytest.raises(ValueError, match="entry 1: the name must be a non-empty string"):
+        StaticResolver({"10.0.0.1": ""})
+    with pytest.raises(ValueError, match="maxsize must be at least 1, not 0"):
+        CachingResolver(r, maxsize=0)
 
 
 def test_caching_and_chain_resolvers():
@@ -253,7 +261,6 @@ def test_caching_and_chain_resolvers():
         ("one", "x", None)
 
 
-hpack = pytest.importorskip("hpack")
 _TOKEN = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 _VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
 
@@ -317,22 +324,34 @@ def test_correlator_http2_streams_and_grpc_channel():
 
 
 def test_correlator_state_is_bounded_on_busy_connections():
-    """Requests without responses on a connection that stays active expire
-    by their own age; connections beyond max_pending are evicted; the
-    pending count never drifts."""
+    """Beyond max_pending requests the oldest one is reported unanswered
+    (one at a time: a busy keep-alive connection keeps its newest);
+    requests of a connection that stays active expire by their own age;
+    connections beyond max_pending are evicted; the pending count never
+    drifts."""
     c = L7Correlator(timeout=1.0, max_pending=8)
     cl, sv = "10.0.0.1", "10.0.0.2"
     sec = 1_000_000_000
+    evicted = []
     for i in range(50):                     # one keep-alive connection, no response sampled
-        c.add(sample(i * sec // 10, cl, sv, 40000, 80, b"GET /%d HTTP/1.1\r\n\r\n" % i, "http",
-                     6, seq=i * 100))
-        assert c.pending <= 8
-    expired = c.expire(50 * sec // 10)
-    assert all(r.status is None for r in expired) and c.pending <= 10
+        evicted += c.add(sample(i * sec // 10, cl, sv, 40000, 80,
+                                b"GET /%d HTTP/1.1\r\n\r\n" % i, "http", 6, seq=i * 100))
+        assert c.pending == min(i + 1, 8)
+    assert [r.path for r in evicted] == ["/%d" % i for i in range(42)]
+    assert all(r.status is None and r.latency_ns is None for r in evicted)
+    # at 5.5 s with a 1 s timeout: requests made at or before 4.5 s expire
+    # although the connection was active at 4.9 s
+    expired = c.expire(55 * sec // 10)
+    assert [r.path for r in expired] == ["/42", "/43", "/44", "/45"] and c.pending == 4
     for port in range(1000, 1100):          # many connections, preface only
         c.add(L7Sample(ts_ns=6 * sec, src=cl, dst=sv, sport=port, dport=8080, proto=6,
                        kind="h2", data=H2_PREFACE, tcp_seq=1))
         assert c.pending <= 8 and len(c._http) <= 8
+    # 4 prefaces fill the 4 free places; the next 4 push out /46../49, every
+    # later one the oldest preface: 42 + 4 + 92 evicted
+    assert (c.counters["evicted"], c.counters["expired"]) == (138, 4)
     rest = c.flush()
-    assert c.pending == 0 and all(r.protocol in ("HTTP/2", "HTTP/1.1") for r in rest)
-    assert c.counters["evicted"] > 0
+    assert c.pending == 0 and len(c._http) == 0
+    assert sorted(r.client_port for r in rest) == list(range(1092, 1100))
+    assert all(r.protocol == "HTTP/2" and r.status is None for r in rest)
+    assert c.counters["http_records"] == 42 + 4 + 92 + 4 + 8

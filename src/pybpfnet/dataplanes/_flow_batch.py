@@ -109,10 +109,12 @@ class FlowBatch:
 
     @property
     def columns(self):
+        """The column names (members of struct flow_record, in order)."""
         return columns_of(self._record)
 
     @property
     def record_size(self):
+        """Bytes per raw record in the buffer."""
         return self._record.size
 
     def __len__(self):
@@ -125,10 +127,14 @@ class FlowBatch:
         return tuple(t[0] for t in st.iter_unpack(self.data))
 
     def array(self):
-        """A read-only numpy structured array over the buffer (needs
-        numpy, the ``numpy`` extra); fields are the ``columns``."""
-        import numpy as np
-
+        """A read-only numpy structured array over the buffer; fields are
+        the ``columns``. Raises ImportError naming the ``numpy`` extra
+        when numpy is not installed."""
+        try:
+            import numpy as np
+        except ImportError:
+            raise ImportError("FlowBatch.array() needs numpy: pip install 'pybpfnet[numpy]' "
+                              "(column() works without it)") from None
         return np.frombuffer(self.data, dtype=numpy_dtype(self._record), count=self._count)
 
     def tuples(self):
@@ -140,9 +146,12 @@ class FlowBatch:
         return self._make(_flat(self._record).iter_unpack(self.data))
 
     def __iter__(self):
+        """The FlowRecords, built now."""
         return iter(self.records())
 
     def __getitem__(self, i):
+        """Record ``i`` as a FlowRecord (negative counts from the end);
+        IndexError outside the batch."""
         if i < 0:
             i += self._count
         if not 0 <= i < self._count:

@@ -8,12 +8,11 @@ import math
 import time
 
 from pybpfnet.dataplanes._flow_hist import Log2Histogram, slot
+from pybpfnet.dataplanes._tc_monitor import endpoint, protocol_name
+from pybpfnet.dataplanes.flowmon import TCP_FLAGS
 
 __all__ = ["render_report", "graph_layout", "latency_histogram", "human_bytes"]
 
-_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
-_FLAGS = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10),
-          ("URG", 0x20), ("ECE", 0x40), ("CWR", 0x80))
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2330;
@@ -69,13 +68,15 @@ def _e(text):
 
 
 def human_bytes(n):
-    """1536 -> "1.5 KiB"."""
+    """1536 -> "1.5 KiB" (binary units up to TiB)."""
     n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+    if abs(n) < 1024:
+        return "%d B" % n
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return "%d B" % n     # pragma: no cover
+        if abs(n) < 1024:
+            return "%.1f %s" % (n, unit)
+    return "%.1f TiB" % (n / 1024)
 
 
 def _fmt_us(us):
@@ -239,12 +240,7 @@ def _merge(records):
 
 
 def _flag_names(bits):
-    return ",".join(n for n, b in _FLAGS if bits & b)
-
-
-def _ep(addr, port, name):
-    a = "[%s]:%d" % (addr, port) if getattr(addr, "version", 4) == 6 else "%s:%d" % (addr, port)
-    return "%s (%s)" % (name, a) if name else a
+    return ",".join(n for n, b in TCP_FLAGS if bits & b)
 
 
 def _table(headers, rows, cls):
@@ -304,9 +300,9 @@ def render_report(records, histograms=None, dns=(), http=(), title="pybpfnet flo
     flow_rows = []
     for r, reasons in merged[:top]:
         flow_rows.append((r.interface or r.ifindex, r.direction,
-                          _PROTOCOLS.get(r.protocol, str(r.protocol)),
-                          _ep(r.src, r.sport, getattr(r, "src_name", None)),
-                          _ep(r.dst, r.dport, getattr(r, "dst_name", None)),
+                          protocol_name(r.protocol),
+                          endpoint(r.src, r.sport, getattr(r, "src_name", None)),
+                          endpoint(r.dst, r.dport, getattr(r, "dst_name", None)),
                           r.packets, r.bytes, human_bytes(r.bytes), _flag_names(r.tcp_flags),
                           _ms(r.rtt_ns), r.drops,
                           ",".join(sorted(str(x) for x in reasons if x)) or "live"))

@@ -65,10 +65,12 @@ class DnsMessage:
 
     @property
     def qtype_name(self):
+        """"A", "AAAA", ... or "TYPE<n>"."""
         return qtype_name(self.qtype)
 
     @property
     def rcode_name(self):
+        """"NOERROR", "NXDOMAIN", ... or "RCODE<n>"."""
         return rcode_name(self.rcode)
 
 

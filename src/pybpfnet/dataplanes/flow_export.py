@@ -24,6 +24,7 @@ import socket
 import threading
 import wsgiref.simple_server
 
+from pybpfnet.dataplanes._tc_monitor import protocol_name
 from pybpfnet.dataplanes.flowmon import TCP_FLAGS
 
 __all__ = ["PrometheusExporter", "MetricsServer", "CONTEXT_LABELS", "log2_buckets",
@@ -34,8 +35,6 @@ __all__ = ["PrometheusExporter", "MetricsServer", "CONTEXT_LABELS", "log2_bucket
 #: workload name when known, else the address.
 CONTEXT_LABELS = ("source", "destination", "source_ip", "destination_ip",
                   "source_workload", "destination_workload")
-
-_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
 
 
 def _prometheus():
@@ -175,7 +174,7 @@ class PrometheusExporter:
         would count a flow again)."""
         ctx = self._ctx(record.src, record.dst, getattr(record, "src_name", None),
                         getattr(record, "dst_name", None))
-        proto = _PROTOCOLS.get(record.protocol, str(record.protocol))
+        proto = protocol_name(record.protocol)
         family = "IPv%d" % record.src.version
         iface = record.interface or str(record.ifindex)
         base = (iface, record.direction, proto, family)
@@ -265,6 +264,9 @@ class PrometheusExporter:
 
 
 class _Watch:
+    """What ``PrometheusExporter.watch`` returns: ``close()`` (or leaving
+    ``with``) stops watching the monitor."""
+
     def __init__(self, exporter, monitor):
         self._exporter, self.monitor = exporter, monitor
 
@@ -292,7 +294,7 @@ class _MonitorCollector:
         from prometheus_client.metrics_core import Metric
         ex = self._exporter
         with ex._lock:
-            monitors = [m for m in ex._monitors if not getattr(m, "_closed", False)]
+            monitors = [m for m in ex._monitors if not getattr(m, "closed", False)]
             if not monitors:
                 return
             hists = {"pybpfnet_tcp_handshake_rtt_seconds": [m.rtt_histogram() for m in monitors]}
@@ -384,22 +386,29 @@ class MetricsServer:
         class Server(wsgiref.simple_server.WSGIServer):
             address_family = family
 
+        self._closed = True
         self._httpd = wsgiref.simple_server.make_server(
             sockaddr[0], port, pc.make_wsgi_app(registry), Server, handler_class=_QuietHandler)
-        self.address = self._httpd.server_address[:2]
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name="pybpfnet-metrics", daemon=True)
-        self._thread.start()
+        try:
+            self.address = self._httpd.server_address[:2]
+            self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                            kwargs={"poll_interval": 0.1},
+                                            name="pybpfnet-metrics", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._httpd.server_close()
+            raise
         self._closed = False
 
     @property
     def url(self):
+        """``http://ADDR:PORT/metrics`` of the bound address."""
         host, port = self.address
         host = "[%s]" % host if ":" in host else host
         return "http://%s:%d/metrics" % (host, port)
 
     def close(self):
+        """Stop the server thread and close the socket (idempotent)."""
         if not self._closed:
             self._closed = True
             self._httpd.shutdown()

@@ -24,11 +24,11 @@ import time
 import attrs
 
 from pybpfnet.dataplanes._flow_report import human_bytes
+from pybpfnet.dataplanes._tc_monitor import endpoint, protocol_name
 
 __all__ = ["FlowRate", "FlowRates", "rank", "render_plain", "render_rich", "frame_json",
            "run_top"]
 
-_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
 SORTS = ("bytes", "packets")
 
 
@@ -49,6 +49,8 @@ class FlowRate:
     ended: bool = False
 
     def to_dict(self):
+        """The record's JSON fields with this row's totals and rates (no
+        export reason or times)."""
         d = self.record.to_dict()
         d.update(packets=self.packets, bytes=self.bytes, packets_per_s=self.packets_per_s,
                  bytes_per_s=self.bytes_per_s, ended=self.ended)
@@ -73,9 +75,10 @@ class FlowRates:
         ``active()`` snapshot taken at ``now`` (seconds, monotonic); returns
         a FlowRate for every flow with traffic in the interval or still in
         the table. Flows gone from the table and quiet for an interval are
-        left out, and forgotten after a second one. A total never goes backwards: a record counted in
-        both the snapshot and a later export (a race between the two
-        readings) yields a zero rate, not a negative one."""
+        left out, and forgotten after a second one. A total never goes
+        backwards: a record counted in both the snapshot and a later
+        export (a race between the two readings) yields a zero rate, not a
+        negative one."""
         for r in exported:
             e = self._exported.setdefault(r.key, [0, 0])
             e[0] += r.packets
@@ -131,11 +134,6 @@ def rank(rows, sort="bytes", n=20):
     return sorted(rows, key=k)[:max(0, int(n))]
 
 
-def _ep(addr, port, name):
-    a = "[%s]:%d" % (addr, port) if addr.version == 6 else "%s:%d" % (addr, port)
-    return "%s(%s)" % (name, a) if name else a
-
-
 def _rate(v, unit):
     if v is None:
         return "-"
@@ -148,9 +146,9 @@ def _cells(row):
     r = row.record
     rtt = "%.3f" % (r.rtt_ns / 1e6) if r.rtt_ns else "-"
     return (str(r.interface or r.ifindex), r.direction[:3],
-            _PROTOCOLS.get(r.protocol, str(r.protocol)),
-            _ep(r.src, r.sport, getattr(r, "src_name", None)),
-            _ep(r.dst, r.dport, getattr(r, "dst_name", None)),
+            protocol_name(r.protocol),
+            endpoint(r.src, r.sport, getattr(r, "src_name", None)),
+            endpoint(r.dst, r.dport, getattr(r, "dst_name", None)),
             _rate(row.packets_per_s, "p"), _rate(row.bytes_per_s, "B"), str(row.packets),
             human_bytes(row.bytes), rtt, "ended" if row.ended else "")
 

@@ -14,6 +14,8 @@ text without it).
 import argparse
 import sys
 
+from pybpfnet.dataplanes import _monitor_cli
+
 __all__ = ["add_parser", "cmd_top", "add_flows_options", "FlowsViews"]
 
 
@@ -22,7 +24,7 @@ def cmd_top(args, out=None):
     from pybpfnet.dataplanes.flow_top import run_top
     from pybpfnet.dataplanes.flowmon import FlowMonitor
 
-    directions = ("ingress", "egress") if args.direction == "both" else (args.direction,)
+    directions = _monitor_cli.directions(args)
     mode = "json" if args.json else "plain" if args.plain else "auto"
     with FlowMonitor(args.iface, directions=directions, idle_timeout=args.idle_timeout,
                      active_timeout=args.active_timeout,
@@ -33,10 +35,14 @@ def cmd_top(args, out=None):
     return 0
 
 
-def _positive(text):
-    v = float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("must be > 0, not %s" % text)
+def _count(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number >= 1, not %r" % text) \
+            from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("expected a whole number >= 1, not %d" % v)
     return v
 
 
@@ -49,11 +55,12 @@ def add_parser(subparsers):
     p.add_argument("--direction", choices=("both", "ingress", "egress"), default="both")
     p.add_argument("--sort", choices=("bytes", "packets"), default="bytes",
                    help="rank by bytes/s or packets/s (default bytes)")
-    p.add_argument("-n", type=int, default=20, metavar="N", help="flows shown (default 20)")
-    p.add_argument("--interval", type=_positive, default=1.0, metavar="S",
+    p.add_argument("-n", type=_count, default=20, metavar="N", help="flows shown (default 20)")
+    p.add_argument("--interval", type=_monitor_cli.seconds, default=1.0, metavar="S",
                    help="seconds between frames (default 1)")
-    p.add_argument("--duration", type=_positive, metavar="S", help="stop after S seconds")
-    p.add_argument("--iterations", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--duration", type=_monitor_cli.seconds, metavar="S",
+                   help="stop after S seconds")
+    p.add_argument("--iterations", type=_count, metavar="N", help="stop after N frames")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--plain", action="store_true", help="plain text frames (no rich)")
     g.add_argument("--json", action="store_true", help="one JSON line per frame")
@@ -103,6 +110,7 @@ class FlowsViews:
             print("flows: metrics on %s" % self._server.url, file=sys.stderr)
 
     def feed(self, rec):
+        """Count ``rec`` in the exporter and keep it for the report."""
         if self._exporter is not None:
             self._exporter.observe(rec)
         if self._html:
@@ -114,6 +122,8 @@ class FlowsViews:
                 self._records.append(rec)
 
     def wrap(self, emit):
+        """``emit`` that also feeds each record (``emit`` itself when
+        neither output is on)."""
         if self._exporter is None and not self._html:
             return emit
 
@@ -132,12 +142,10 @@ class FlowsViews:
             from pybpfnet.dataplanes._flow_report import render_report
             fm = self._monitor
             hists = {}
-            try:
+            if not getattr(fm, "closed", False):    # a closed monitor has no maps to read
                 hists["TCP handshake RTT"] = fm.rtt_histogram()
                 if callable(getattr(fm, "srtt_histogram", None)):
                     hists["TCP smoothed RTT (srtt)"] = fm.srtt_histogram()
-            except (OSError, ValueError):      # monitor already closed: no histograms
-                pass
             text = render_report(self._records, histograms=hists, dns=self._dns,
                                  http=self._http, title=self._title)
             with open(self._html, "w", encoding="utf-8") as f:

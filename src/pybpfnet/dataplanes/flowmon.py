@@ -20,23 +20,22 @@ a full ring lose data, and that is counted (``stats().lost_*``).
 See docs/flowmon.md.
 """
 
-import asyncio
 import contextlib
 import gc
-import ipaddress
 import json
 import os
-import socket
 import time
 
 import attrs
 
-from pybpfnet._errors import NotSupportedError
 from pybpfnet._object import open_bundled
 from pybpfnet.dataplanes import _flow_abi
 from pybpfnet.dataplanes._flow_abi import abi
 from pybpfnet.dataplanes._flow_batch import FlowBatch
 from pybpfnet.dataplanes._flow_hist import Log2Histogram
+from pybpfnet.dataplanes._tc_monitor import address as _address, endpoint as _endpoint, \
+    ip as _ip, mono_to_wall as _mono_to_wall, protocol_name as _protocol_name
+from pybpfnet.dataplanes import _tc_monitor
 
 __all__ = ["FlowMonitor", "FlowRecord", "FlowMonitorStats", "FlowBatch", "Log2Histogram",
            "TCP_FLAGS", "write_jsonl"]
@@ -44,39 +43,6 @@ __all__ = ["FlowMonitor", "FlowRecord", "FlowMonitorStats", "FlowBatch", "Log2Hi
 TCP_FLAGS = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08),
              ("ACK", 0x10), ("URG", 0x20), ("ECE", 0x40), ("CWR", 0x80))
 _SWEEP_FRAME = bytes(64)                 # the sweep program ignores its packet
-_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
-_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
-
-
-def _mono_to_wall():
-    """Seconds to add to a CLOCK_MONOTONIC time (what bpf_ktime_get_ns
-    counts) to get the wall clock."""
-    return time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-_ADDRESSES = {}
-
-
-def _address(raw, family):
-    """The ipaddress object of a key's 16-byte address (cached: records
-    of one host pair share them)."""
-    raw = bytes(raw)
-    addr = _ADDRESSES.get(raw)
-    if addr is None:
-        if family == 4 and raw[:12] == _V4_MAPPED:
-            addr = ipaddress.IPv4Address(raw[12:])
-        else:
-            addr = ipaddress.IPv6Address(raw)
-        if len(_ADDRESSES) > 65536:
-            _ADDRESSES.clear()
-        _ADDRESSES[raw] = addr
-    return addr
-
-
-def _ip(value):
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return value
-    return ipaddress.ip_address(value)
 
 
 @attrs.frozen
@@ -95,7 +61,9 @@ class FlowRecord:
     ``srtt_us`` is the kernel's smoothed RTT of the TCP connection
     (tcp_sock srtt_us, microseconds) when the segment it received last
     before the export was seen by ``FlowMonitor(srtt=True)``; None when
-    unknown.
+    unknown. ``src_name``/``dst_name`` are the workload names the
+    monitor's ``resolver`` gave the addresses (None: no resolver, or not
+    known to it); ``str()`` shows them after the address, "10.0.0.1:80(db)".
     For ICMP, ``sport``/``dport`` hold the ICMP type and code."""
 
     src: object = attrs.field(converter=_ip)
@@ -128,11 +96,13 @@ class FlowRecord:
 
     @property
     def family(self):
+        """4 or 6."""
         return self.src.version
 
     @property
     def protocol_name(self):
-        return _PROTOCOLS.get(self.protocol, str(self.protocol))
+        """"TCP", "UDP", "ICMP", ... (the number as text when unnamed)."""
+        return _protocol_name(self.protocol)
 
     @property
     def flags(self):
@@ -141,12 +111,15 @@ class FlowRecord:
 
     @property
     def duration(self):
+        """Seconds from the first to the last packet of the record."""
         return (self.last_ns - self.first_ns) / 1e9
 
     def merge(self, other):
-        """This record and a later one of the same flow added up."""
+        """This record and a later one of the same flow added up. Raises
+        ValueError when ``other`` is not a record of the same flow (key)."""
         if other.key != self.key:
-            raise ValueError("merge: different flows %s and %s" % (self, other))
+            raise ValueError("merge: expected a record of flow %s, got one of %s"
+                             % (self.key, other.key))
         return attrs.evolve(
             self, packets=self.packets + other.packets, bytes=self.bytes + other.bytes,
             tcp_flags=self.tcp_flags | other.tcp_flags,
@@ -174,10 +147,11 @@ class FlowRecord:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     def __str__(self):
-        if self.src.version == 6:
-            a, b = "[%s]:%d" % (self.src, self.sport), "[%s]:%d" % (self.dst, self.dport)
-        else:
-            a, b = "%s:%d" % (self.src, self.sport), "%s:%d" % (self.dst, self.dport)
+        """One line as ``pybpfnet flows`` prints it: interface, endpoints
+        (names after the address when set), protocol, direction, counts,
+        drops, flags, RTTs and the export reason."""
+        a = _endpoint(self.src, self.sport, self.src_name)
+        b = _endpoint(self.dst, self.dport, self.dst_name)
         rtt = " rtt=%.3fms" % (self.rtt_ns / 1e6) if self.rtt_ns else ""
         if self.srtt_us:
             rtt += " srtt=%.3fms" % (self.srtt_us / 1e3)
@@ -225,6 +199,7 @@ class FlowMonitorStats:
     active_flows: int = 0
 
     def to_dict(self):
+        """The counters as a dict (field name -> int)."""
         return attrs.asdict(self)
 
 
@@ -262,27 +237,25 @@ class FlowMonitor:
     with ``name(addr)``, see :mod:`pybpfnet.dataplanes.resolver`).
 
     Needs Linux >= 5.13 (ring buffer, bpf_for_each_map_elem; 5.17 with
-    ``drops``; tcx links from 6.6, else clsact), CAP_BPF and CAP_NET_ADMIN. Raises BpfError (and subclasses) when load
-    or attach fails; nothing stays attached then.
+    ``drops``; tcx links from 6.6, else clsact), CAP_BPF and CAP_NET_ADMIN.
+    Raises ValueError for a bad ``directions``/``position``, a ``ring_size``
+    that is not a power of two of at least a page, a negative timeout or
+    interval, or ``max_flows`` < 1; FileNotFoundError for an interface
+    that does not exist; BpfError (and subclasses) when load or attach
+    fails; nothing stays attached then.
     """
 
     def __init__(self, interfaces=None, *, directions=("ingress", "egress"), max_flows=65536,
                  ring_size=1 << 20, idle_timeout=15.0, active_timeout=60.0,
                  sweep_interval=1.0, drops=True, position="first", srtt=False,
                  exact_clock=False, resolver=None):
-        if isinstance(interfaces, (str, int)):
-            interfaces = [interfaces]
-        if isinstance(directions, str):
-            directions = (directions,)
-        if position not in ("first", "last"):
-            raise ValueError("position must be 'first' or 'last', not %r" % (position,))
-        for d in directions:
-            if d not in _flow_abi.DIRECTIONS:
-                raise ValueError("direction must be 'ingress' or 'egress', not %r" % (d,))
-        self.directions = tuple(directions)
-        self.idle_timeout = float(idle_timeout)
-        self.active_timeout = float(active_timeout)
-        self.sweep_interval = float(sweep_interval)
+        interfaces, self.directions = _tc_monitor.check_options(interfaces, directions,
+                                                                position)
+        self.idle_timeout = _tc_monitor.check_number("idle_timeout", idle_timeout)
+        self.active_timeout = _tc_monitor.check_number("active_timeout", active_timeout)
+        self.sweep_interval = _tc_monitor.check_number("sweep_interval", sweep_interval)
+        max_flows = _tc_monitor.check_number("max_flows", max_flows, int, 1)
+        ring_size = _tc_monitor.check_ring_size(ring_size)
         self.resolver = resolver
         self._abi = abi()
         self._stack = contextlib.ExitStack()
@@ -309,13 +282,7 @@ class FlowMonitor:
             self._hist = self._obj.maps[_flow_abi.MAP_RTT_HIST]
             self._srtt_hist = self._obj.maps[_flow_abi.MAP_SRTT_HIST]
             self._sweeper = self._obj.programs[_flow_abi.PROG_SWEEP]
-            for iface in interfaces or ():
-                ifindex, name = _resolve(iface)
-                self._names[ifindex] = name
-                for d in self.directions:
-                    link = _attach(self.program(d), ifindex, d, position)
-                    self._stack.enter_context(link)
-                    self._links.append(link)
+            _tc_monitor.attach_all(self, interfaces, "flow monitor", position)
             self.drops_visible = False
             if drops and interfaces:
                 link = self._obj.programs[_flow_abi.PROG_DROP].attach_trace()
@@ -334,12 +301,21 @@ class FlowMonitor:
 
     # -- handles -------------------------------------------------------------
     def program(self, direction):
-        """The loaded program of one direction (for test_run or own attach)."""
+        """The loaded program of one direction (for test_run or own attach).
+        Raises ValueError for a direction other than "ingress"/"egress"."""
+        if direction not in _flow_abi.PROG:
+            raise ValueError("direction must be 'ingress' or 'egress', not %r" % (direction,))
         return self._obj.programs[_flow_abi.PROG[direction]]
 
     @property
     def links(self):
+        """The Links this monitor made (TC hooks, then the tracers)."""
         return tuple(self._links)
+
+    @property
+    def closed(self):
+        """True once ``close()`` ran: the programs are detached and unloaded."""
+        return self._closed
 
     @property
     def flows_map(self):
@@ -348,6 +324,7 @@ class FlowMonitor:
 
     @property
     def ring(self):
+        """The ring buffer the BPF side exports records through."""
         return self._ring
 
     def fileno(self):
@@ -459,13 +436,7 @@ class FlowMonitor:
         """Records exported since the last call: from the ring (waiting up
         to ``timeout`` seconds for the first; None: until one comes or a
         sweep is due) and from a sweep when ``sweep_interval`` passed."""
-        due = self._last_sweep + self.sweep_interval - time.monotonic()
-        wait = max(0.0, due) if timeout is None else min(timeout, max(0.0, due))
-        out = self._drain(wait)
-        if time.monotonic() >= self._last_sweep + self.sweep_interval:
-            out.extend(self.sweep())
-            out.extend(self._drain(0))
-        return out
+        return self.poll_batch(timeout).records()
 
     def __iter__(self):
         """FlowRecords as they are exported, forever (until closed)."""
@@ -475,26 +446,8 @@ class FlowMonitor:
     def __aiter__(self):
         """``async for record in monitor``: records as they are exported
         (the ring's fd is watched by the event loop; sweeps run every
-        ``sweep_interval``)."""
-        return self._aiter()
-
-    async def _aiter(self):
-        loop = asyncio.get_running_loop()
-        ready = asyncio.Event()
-        fd = self._ring.fileno()
-        loop.add_reader(fd, ready.set)
-        try:
-            while not self._closed:
-                ready.clear()
-                recs = self.poll(0)
-                for r in recs:
-                    yield r
-                if not recs:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(ready.wait(), self.sweep_interval)
-        finally:
-            if not self._closed:
-                loop.remove_reader(fd)
+        ``sweep_interval``) until the monitor is closed."""
+        return _tc_monitor.records_async(self, self._ring.fileno(), self.sweep_interval)
 
     def flush(self):
         """Every record: what the ring holds, then every flow still in the
@@ -570,20 +523,3 @@ class FlowMonitor:
     def __repr__(self):
         ifaces = ", ".join(self._names.get(i, str(i)) for i in self._names) or "not attached"
         return "<FlowMonitor %s %s>" % (ifaces, "/".join(self.directions))
-
-
-def _attach(prog, ifindex, direction, position):
-    try:
-        return prog.attach_tc(ifindex, direction, **{position: True})
-    except NotSupportedError:        # no tcx (Linux < 6.6): a clsact filter, unordered
-        return prog.attach_tc(ifindex, direction)
-
-
-def _resolve(iface):
-    if isinstance(iface, int):
-        return iface, socket.if_indextoname(iface)
-    try:
-        return socket.if_nametoindex(iface), iface
-    except OSError:
-        raise FileNotFoundError("flow monitor: no interface %r in this network namespace"
-                                % (iface,)) from None

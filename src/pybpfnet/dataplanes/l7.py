@@ -17,43 +17,26 @@ order (pipelining), HTTP/2 per stream. Latency is the difference of the
 two packets' BPF timestamps at the hook. See docs/l7.md.
 """
 
-import asyncio
 import collections
 import contextlib
-import ipaddress
 import json
-import socket
 import time
 
 import attrs
 
-from pybpfnet._errors import NotSupportedError
 from pybpfnet._object import open_bundled
-from pybpfnet.dataplanes import _l7_abi
+from pybpfnet.dataplanes import _l7_abi, _tc_monitor
 from pybpfnet.dataplanes._l7_dns import ParseError, parse_dns, parse_dns_tcp, qtype_name, \
     rcode_name
 from pybpfnet.dataplanes._l7_http import H2Frames, HttpRequest, HttpResponse, \
     parse_h2_frames, parse_http
+from pybpfnet.dataplanes._tc_monitor import address as _address, endpoint as _named, \
+    ip as _ip, mono_to_wall as _mono_to_wall
 
 __all__ = ["L7Monitor", "L7Correlator", "L7Sample", "DnsRecord", "HttpRecord",
            "L7MonitorStats", "ParseError"]
 
-_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 _PROTO = {6: "tcp", 17: "udp"}
-
-
-def _ip(value):
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return value
-    return ipaddress.ip_address(value)
-
-
-def _addr_str(addr, port):
-    return ("[%s]:%d" if addr.version == 6 else "%s:%d") % (addr, port)
-
-
-def _named(addr, name, port):
-    return "%s(%s)" % (_addr_str(addr, port), name) if name else _addr_str(addr, port)
 
 
 @attrs.frozen(slots=True)
@@ -94,11 +77,12 @@ class DnsRecord:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     def __str__(self):
+        """One line: endpoints (with names), query, rcode, answers, latency."""
         lat = " %.3fms" % (self.latency_ns / 1e6) if self.latency_ns is not None else ""
         ans = " [%s]" % ", ".join(self.answers) if self.answers else ""
         return "DNS %s -> %s %s %s %s? %s%s%s" % (
-            _named(self.client, self.client_name, self.client_port),
-            _named(self.server, self.server_name, self.server_port), self.protocol,
+            _named(self.client, self.client_port, self.client_name),
+            _named(self.server, self.server_port, self.server_name), self.protocol,
             self.qname, self.qtype, self.rcode or "(no response)", ans, lat)
 
 
@@ -137,10 +121,11 @@ class HttpRecord:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     def __str__(self):
+        """One line: protocol, endpoints (with names), request, status, latency."""
         lat = " %.3fms" % (self.latency_ns / 1e6) if self.latency_ns is not None else ""
         return "%s %s -> %s %s %s%s -> %s%s" % (
-            self.protocol, _named(self.client, self.client_name, self.client_port),
-            _named(self.server, self.server_name, self.server_port), self.method or "?",
+            self.protocol, _named(self.client, self.client_port, self.client_name),
+            _named(self.server, self.server_port, self.server_name), self.method or "?",
             self.host or "", self.path or "?",
             self.status if self.status is not None else "(no response)", lat)
 
@@ -192,6 +177,7 @@ class L7MonitorStats:
     pending: int = 0
 
     def to_dict(self):
+        """The counters as a dict (field name -> int)."""
         return attrs.asdict(self)
 
 
@@ -297,14 +283,26 @@ class L7Correlator:
         return c
 
     def _evict_http(self, out):
-        while (self._n_http > self.max_pending or len(self._http) > self.max_pending) \
-                and self._http:
-            key, c = next(iter(self._http.items()))
-            for req in c.drain():
-                self._n_http -= 1
+        """Over ``max_pending`` requests: report the oldest request of the
+        least recently active connection unanswered, one at a time; over
+        ``max_pending`` connections: forget the least recently active
+        one, reporting what it still waited for."""
+        while self._n_http > self.max_pending:
+            for c in self._http.values():           # least recently active first
+                req = c.pop_oldest()
+                if req is not None:
+                    break
+            else:                                   # pragma: no cover (the count drifted)
+                raise AssertionError("L7Correlator: %d requests counted, none waiting"
+                                     % self._n_http)
+            self._n_http -= 1
+            self.counters["evicted"] += 1
+            out.append(self._http_record(c, req, None, None))
+        while len(self._http) > self.max_pending:
+            key = next(iter(self._http))
+            for r in self._close_conn(key, expired=False):
                 self.counters["evicted"] += 1
-                out.append(self._http_record(c, req, None, None))
-            del self._http[key]
+                out.append(r)
 
     def _add_http(self, s):
         out = []
@@ -472,6 +470,25 @@ class _Conn:
             self.preface_ts = None
         return out
 
+    def pop_oldest(self):
+        """The oldest request still waiting (removed), or None: the head
+        of the HTTP/1.x queue, the oldest HTTP/2 stream or a pending
+        preface, whichever was first."""
+        best, where = None, None
+        if self.fifo:
+            best, where = self.fifo[0], "fifo"
+        for stream, req in self.streams.items():
+            if best is None or req[0] < best[0]:
+                best, where = req, stream
+        if self.preface_ts is not None and (best is None or self.preface_ts < best[0]):
+            self.preface_ts, best = None, [self.preface_ts, None, None, None, "HTTP/2"]
+            return best
+        if where == "fifo":
+            return self.fifo.popleft()
+        if where is not None:
+            return self.streams.pop(where)
+        return None
+
     def drain(self):
         """The requests that got no response, then forget them; a
         connection that sent only the HTTP/2 preface counts as one."""
@@ -483,26 +500,6 @@ class _Conn:
             out.append([self.preface_ts, None, None, None, "HTTP/2"])
             self.preface_ts = None
         return out
-
-
-def _mono_to_wall():
-    return time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-_ADDRESSES = {}
-
-
-def _address(raw, family):
-    addr = _ADDRESSES.get(raw)
-    if addr is None:
-        if family == 4 and raw[:12] == _V4_MAPPED:
-            addr = ipaddress.IPv4Address(raw[12:])
-        else:
-            addr = ipaddress.IPv6Address(raw)
-        if len(_ADDRESSES) > 65536:
-            _ADDRESSES.clear()
-        _ADDRESSES[raw] = addr
-    return addr
 
 
 class L7Monitor:
@@ -522,29 +519,27 @@ class L7Monitor:
     ``max_pending`` bounds what waits.
 
     Needs Linux >= 5.8 (ring buffer; tcx links from 6.6, else clsact),
-    CAP_BPF and CAP_NET_ADMIN. Raises ValueError for bad arguments and
-    BpfError (and subclasses) when load or attach fails; nothing stays
-    attached then.
+    CAP_BPF and CAP_NET_ADMIN. Raises ValueError for bad arguments
+    (directions, position, snaplen, ports, ring_size, timeout,
+    max_pending), FileNotFoundError for an
+    interface that does not exist and BpfError (and subclasses) when load
+    or attach fails; nothing stays attached then.
     """
 
     def __init__(self, interfaces=None, *, dns_ports=(53,), http_ports=(80, 8000, 8080),
                  snaplen=256, resolver=None, directions=("ingress", "egress"),
                  h2_any_port=False, ring_size=1 << 20, timeout=10.0, max_pending=65536,
                  position="first"):
-        if isinstance(interfaces, (str, int)):
-            interfaces = [interfaces]
-        if isinstance(directions, str):
-            directions = (directions,)
-        for d in directions:
-            if d not in _l7_abi.DIRECTIONS:
-                raise ValueError("direction must be 'ingress' or 'egress', not %r" % (d,))
-        if position not in ("first", "last"):
-            raise ValueError("position must be 'first' or 'last', not %r" % (position,))
+        interfaces, self.directions = _tc_monitor.check_options(interfaces, directions,
+                                                                position)
         self._abi = _l7_abi.abi()
-        if not 1 <= int(snaplen) <= self._abi.max_snap:
-            raise ValueError("snaplen must be 1..%d bytes, not %r" % (self._abi.max_snap, snaplen))
-        self.directions = tuple(directions)
-        self.snaplen = int(snaplen)
+        if not isinstance(snaplen, int) or not 1 <= snaplen <= self._abi.max_snap:
+            raise ValueError("snaplen must be an int in 1..%d bytes, not %r"
+                             % (self._abi.max_snap, snaplen))
+        self.snaplen = snaplen
+        ring_size = _tc_monitor.check_ring_size(ring_size)
+        _tc_monitor.check_number("timeout", timeout)
+        _tc_monitor.check_number("max_pending", max_pending, int, 1)
         self._kind_names = {v: k for k, v in self._abi.kinds.items()}
         self._correlator = L7Correlator(resolver=resolver, timeout=timeout,
                                         max_pending=max_pending, wall_offset=_mono_to_wall())
@@ -564,13 +559,7 @@ class L7Monitor:
             self._stats = self._obj.maps[_l7_abi.MAP_STATS]
             self._ports = self._obj.maps[_l7_abi.MAP_PORTS]
             self.set_ports(dns_ports, http_ports)
-            for iface in interfaces or ():
-                ifindex, name = _resolve(iface)
-                self._names[ifindex] = name
-                for d in self.directions:
-                    link = _attach(self.program(d), ifindex, d, position)
-                    self._stack.enter_context(link)
-                    self._links.append(link)
+            _tc_monitor.attach_all(self, interfaces, "L7 monitor", position)
         except BaseException:
             self._stack.close()
             raise
@@ -598,23 +587,35 @@ class L7Monitor:
 
     @property
     def resolver(self):
+        """The resolver naming record endpoints (None: no names)."""
         return self._correlator.resolver
 
     # -- handles -------------------------------------------------------------
     def program(self, direction):
-        """The loaded program of one direction (for test_run or own attach)."""
+        """The loaded program of one direction (for test_run or own attach).
+        Raises ValueError for a direction other than "ingress"/"egress"."""
+        if direction not in _l7_abi.PROG:
+            raise ValueError("direction must be 'ingress' or 'egress', not %r" % (direction,))
         return self._obj.programs[_l7_abi.PROG[direction]]
 
     @property
     def links(self):
+        """The Links this monitor made (one per interface and direction)."""
         return tuple(self._links)
 
     @property
+    def closed(self):
+        """True once ``close()`` ran: the programs are detached and unloaded."""
+        return self._closed
+
+    @property
     def ring(self):
+        """The ring buffer the BPF side sends samples through."""
         return self._ring
 
     @property
     def correlator(self):
+        """The L7Correlator that parses samples and pairs them."""
         return self._correlator
 
     def fileno(self):
@@ -663,26 +664,8 @@ class L7Monitor:
 
     def __aiter__(self):
         """``async for record in monitor``: records as they complete (the
-        ring's fd is watched by the event loop)."""
-        return self._aiter()
-
-    async def _aiter(self):
-        loop = asyncio.get_running_loop()
-        ready = asyncio.Event()
-        fd = self._ring.fileno()
-        loop.add_reader(fd, ready.set)
-        try:
-            while not self._closed:
-                ready.clear()
-                recs = self.poll(0)
-                for r in recs:
-                    yield r
-                if not recs:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(ready.wait(), 1.0)
-        finally:
-            if not self._closed:
-                loop.remove_reader(fd)
+        ring's fd is watched by the event loop) until the monitor is closed."""
+        return _tc_monitor.records_async(self, self._ring.fileno(), 1.0)
 
     def stats(self):
         """L7MonitorStats: BPF counters summed over CPUs and the parser's."""
@@ -711,20 +694,3 @@ class L7Monitor:
         return "<L7Monitor %s %s dns=%s http=%s>" % (
             ifaces, "/".join(self.directions), ",".join(map(str, self.dns_ports)),
             ",".join(map(str, self.http_ports)))
-
-
-def _attach(prog, ifindex, direction, position):
-    try:
-        return prog.attach_tc(ifindex, direction, **{position: True})
-    except NotSupportedError:        # no tcx (Linux < 6.6): a clsact filter, unordered
-        return prog.attach_tc(ifindex, direction)
-
-
-def _resolve(iface):
-    if isinstance(iface, int):
-        return iface, socket.if_indextoname(iface)
-    try:
-        return socket.if_nametoindex(iface), iface
-    except OSError:
-        raise FileNotFoundError("L7 monitor: no interface %r in this network namespace"
-                                % (iface,)) from None

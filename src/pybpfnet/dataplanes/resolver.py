@@ -46,8 +46,11 @@ class StaticResolver:
     def __init__(self, entries=()):
         self._nets = {4: {}, 6: {}}     # version -> {prefixlen: {network int: name}}
         items = entries.items() if hasattr(entries, "items") else entries
-        for where, (net, name) in enumerate(items, 1):
-            self._add(net, name, "entry %d" % where)
+        for where, item in enumerate(items, 1):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ValueError("entry %d: expected a (CIDR-or-IP, name) pair, not %r"
+                                 % (where, item))
+            self._add(item[0], item[1], "entry %d" % where)
 
     def _add(self, net, name, where):
         if not isinstance(name, str) or not name:
@@ -110,6 +113,7 @@ class StaticResolver:
         return None
 
     def __len__(self):
+        """The number of addresses and networks in the table."""
         return sum(len(t) for v in self._nets.values() for t in v.values())
 
     def __repr__(self):
@@ -118,15 +122,19 @@ class StaticResolver:
 
 class CachingResolver:
     """Remembers up to ``maxsize`` answers (None too) of ``resolver`` (least
-    recently used go first). Thread-safe."""
+    recently used go first). Thread-safe. Raises ValueError for a
+    ``maxsize`` below 1."""
 
     def __init__(self, resolver, maxsize=65536):
+        if int(maxsize) < 1:
+            raise ValueError("maxsize must be at least 1, not %r" % (maxsize,))
         self.resolver = resolver
         self.maxsize = int(maxsize)
         self._cache = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def name(self, addr):
+        """The wrapped resolver's answer for ``addr``, remembered."""
         with self._lock:
             if addr in self._cache:
                 self._cache.move_to_end(addr)
@@ -139,6 +147,7 @@ class CachingResolver:
         return value
 
     def clear(self):
+        """Forget every remembered answer."""
         with self._lock:
             self._cache.clear()
 
@@ -150,6 +159,7 @@ class ChainResolver:
         self.resolvers = resolvers
 
     def name(self, addr):
+        """The first name a resolver gives ``addr`` (None: none does)."""
         for r in self.resolvers:
             value = r.name(addr)
             if value is not None:
