@@ -114,6 +114,59 @@ def test_async_iteration():
     assert [p.data for p in got] == [frame] * 3
 
 
+def test_async_iteration_ends_on_close_and_unregisters_the_ring():
+    """Closing the capture ends ``async for``; the event loop no longer
+    watches the ring's fd afterwards (the fd number can be reused)."""
+    frame = bytes(udp_packet("10.0.0.1", "10.0.0.2", 1, 53))
+    c = Capture(filter="udp")
+    fd = c.fileno()
+
+    async def main():
+        got = []
+        async for p in c:
+            got.append(p)
+            c.close()                       # from inside the loop: ends at the next turn
+        return got, asyncio.get_running_loop().remove_reader(fd)
+
+    c.program("egress").test_run(frame, repeat=2)
+    assert not c.closed
+    got, still_registered = asyncio.run(asyncio.wait_for(main(), 5))
+    assert len(got) == 2 and got[0].data == frame    # the batch polled before close
+    assert c.closed and still_registered is False
+    assert list(c) == [] and list(c.packets(count=3)) == []
+    c.close()                               # idempotent
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(directions=("ingress", "sideways")), "direction must be 'ingress' or 'egress', "
+                                               "not 'sideways'"),
+    (dict(directions=()), "expected 'ingress' and/or 'egress'"),
+    (dict(directions=("egress", "egress")), "at most once"),
+    (dict(position="middle"), "position must be 'first' or 'last'"),
+    (dict(ring_size=5000), "ring_size must be a power of two"),
+    (dict(ring_size=1024), "ring_size must be a power of two >= 4096"),
+    (dict(ring_size="4096"), "ring_size must be a power of two"),
+    (dict(snaplen=1.5), "snaplen must be 1 .. 16384 (bytes, a whole number), not 1.5"),
+    (dict(snaplen=True), "snaplen must be 1 .. 16384"),
+    (dict(hook="kprobe"), "hook must be 'tc' or 'xdp'"),
+    (dict(hook="xdp", xdp_mode="fast"), "xdp_mode must be 'auto', 'native' or 'generic'"),
+    (dict(hook="xdp", directions="egress"), "ingress only"),
+    (dict(filter=443), "filter must be a tcpdump-like expression"),
+])
+def test_bad_arguments_say_what_was_expected(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Capture(**kwargs)
+
+
+def test_unknown_interface_and_direction():
+    with pytest.raises(FileNotFoundError, match="capture: no interface 'nope0'"):
+        Capture(["nope0"])
+    with Capture(directions="egress") as c:
+        with pytest.raises(ValueError, match="direction must be 'ingress' or 'egress', not 'up'"):
+            c.program("up")
+        assert c.program("ingress").name != c.program("egress").name   # both loaded
+
+
 def test_set_filter_applies_to_the_next_packet(cap):
     frame = bytes(udp_packet("10.0.0.1", "10.0.0.2", 1, 53))
     cap.set_filter("tcp")

@@ -24,19 +24,6 @@ struct cap_pkt {
 	__u8 pad;
 };
 
-struct cap_vlan {
-	__be16 tci;
-	__be16 proto;
-};
-
-static __always_inline void cap_map4(__u8 *dst, __be32 addr)
-{
-	__builtin_memset(dst, 0, 10);
-	dst[10] = 0xff;
-	dst[11] = 0xff;
-	__builtin_memcpy(dst + 12, &addr, 4);
-}
-
 static __always_inline void cap_parse_ports(struct hdr_cursor *c, struct cap_pkt *p)
 {
 	__be16 *ports;
@@ -57,19 +44,10 @@ static __always_inline void cap_parse_ports(struct hdr_cursor *c, struct cap_pkt
 static __always_inline void cap_parse(void *data, void *end, struct cap_pkt *p)
 {
 	struct hdr_cursor c = { .pos = data, .end = end };
-	struct ethhdr *eth = cursor_pull(&c, sizeof(*eth));
 	__be16 proto;
 
-	if (!eth)
+	if (pybn_parse_eth(&c, &proto))
 		return;
-	proto = eth->h_proto;
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct cap_vlan *v = cursor_pull(&c, sizeof(*v));
-
-		if (!v)
-			return;
-		proto = v->proto;
-	}
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = cursor_pull(&c, sizeof(*ip));
 		__u32 ihl;
@@ -78,8 +56,8 @@ static __always_inline void cap_parse(void *data, void *end, struct cap_pkt *p)
 			return;
 		p->family = 4;
 		p->proto = ip->protocol;
-		cap_map4(p->saddr, ip->saddr);
-		cap_map4(p->daddr, ip->daddr);
+		pybn_map4(p->saddr, ip->saddr);
+		pybn_map4(p->daddr, ip->daddr);
 		ihl = ip->ihl * 4;
 		if (ihl < sizeof(*ip) || (ip->frag_off & bpf_htons(0x1fff)))
 			return;
@@ -90,7 +68,6 @@ static __always_inline void cap_parse(void *data, void *end, struct cap_pkt *p)
 	if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = cursor_pull(&c, sizeof(*ip6));
 		__u8 nh;
-		int i;
 
 		if (!ip6 || ip6->version != 6)
 			return;
@@ -98,33 +75,10 @@ static __always_inline void cap_parse(void *data, void *end, struct cap_pkt *p)
 		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
 		nh = ip6->nexthdr;
-#pragma unroll
-		for (i = 0; i < CAP_MAX_EXT; i++) {
-			__u8 *ext;
-
-			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
-			    nh == IPPROTO_DSTOPTS) {
-				ext = cursor_pull(&c, 8);
-				if (!ext) {
-					p->proto = nh;
-					return;
-				}
-				c.pos = ext + (ext[1] + 1) * 8;
-				nh = ext[0];
-			} else if (nh == IPPROTO_FRAGMENT) {
-				ext = cursor_pull(&c, 8);
-				if (!ext) {
-					p->proto = nh;
-					return;
-				}
-				nh = ext[0];
-				if ((ext[2] << 8 | ext[3]) & 0xfff8) {
-					p->proto = nh;
-					return;	/* non-first fragment */
-				}
-			} else {
-				break;
-			}
+		/* a cut-short extension header or a non-first fragment: no ports */
+		if (pybn_ipv6_skip_ext(&c, &nh, CAP_MAX_EXT)) {
+			p->proto = nh;
+			return;
 		}
 		p->proto = nh;
 		cap_parse_ports(&c, p);

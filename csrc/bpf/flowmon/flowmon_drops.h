@@ -63,8 +63,8 @@ static __always_inline int fm_drop_key(struct sk_buff *skb, struct flow_key *key
 			return -1;
 		key->family = 4;
 		key->proto = ip.protocol;
-		fm_map4(key->saddr, ip.saddr);
-		fm_map4(key->daddr, ip.daddr);
+		pybn_map4(key->saddr, ip.saddr);
+		pybn_map4(key->daddr, ip.daddr);
 		if (ip.frag_off & bpf_htons(0x1fff))
 			return 0;
 		if (th == nh)	/* transport header not set yet */

@@ -21,19 +21,6 @@ struct fm_pkt {
 	__u16 tcp_flags;
 };
 
-struct fm_vlan {
-	__be16 tci;
-	__be16 proto;
-};
-
-static __always_inline void fm_map4(__u8 *dst, __be32 addr)
-{
-	__builtin_memset(dst, 0, 10);
-	dst[10] = 0xff;
-	dst[11] = 0xff;
-	__builtin_memcpy(dst + 12, &addr, 4);
-}
-
 /* Ports, flags and header length of the L4 header at the cursor. */
 static __always_inline int fm_parse_l4(struct hdr_cursor *c, void *data, __u8 proto,
 				       struct flow_key *key, struct fm_pkt *pkt)
@@ -73,19 +60,10 @@ static __always_inline int fm_parse(void *data, void *end, struct flow_key *key,
 				    struct fm_pkt *pkt)
 {
 	struct hdr_cursor c = { .pos = data, .end = end };
-	struct ethhdr *eth = cursor_pull(&c, sizeof(*eth));
 	__be16 proto;
 
-	if (!eth)
+	if (pybn_parse_eth(&c, &proto))
 		return -1;
-	proto = eth->h_proto;
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct fm_vlan *v = cursor_pull(&c, sizeof(*v));
-
-		if (!v)
-			return -1;
-		proto = v->proto;
-	}
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = cursor_pull(&c, sizeof(*ip));
 		__u32 ihl;
@@ -94,8 +72,8 @@ static __always_inline int fm_parse(void *data, void *end, struct flow_key *key,
 			return -1;
 		key->family = 4;
 		key->proto = ip->protocol;
-		fm_map4(key->saddr, ip->saddr);
-		fm_map4(key->daddr, ip->daddr);
+		pybn_map4(key->saddr, ip->saddr);
+		pybn_map4(key->daddr, ip->daddr);
 		ihl = ip->ihl * 4;
 		if (ihl < sizeof(*ip))
 			return 0;
@@ -107,7 +85,6 @@ static __always_inline int fm_parse(void *data, void *end, struct flow_key *key,
 	if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = cursor_pull(&c, sizeof(*ip6));
 		__u8 nh;
-		int i;
 
 		if (!ip6)
 			return -1;
@@ -115,29 +92,10 @@ static __always_inline int fm_parse(void *data, void *end, struct flow_key *key,
 		__builtin_memcpy(key->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(key->daddr, &ip6->daddr, 16);
 		nh = ip6->nexthdr;
-#pragma unroll
-		for (i = 0; i < FM_MAX_EXT; i++) {
-			__u8 *ext;
-
-			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
-			    nh == IPPROTO_DSTOPTS) {
-				ext = cursor_pull(&c, 8);
-				if (!ext)
-					break;
-				c.pos = ext + (ext[1] + 1) * 8;
-				nh = ext[0];
-			} else if (nh == IPPROTO_FRAGMENT) {
-				ext = cursor_pull(&c, 8);
-				if (!ext)
-					break;
-				nh = ext[0];
-				if ((ext[2] << 8 | ext[3]) & 0xfff8) {
-					key->proto = nh;
-					return 0;	/* non-first fragment */
-				}
-			} else {
-				break;
-			}
+		/* a cut-short extension header or a non-first fragment: no ports */
+		if (pybn_ipv6_skip_ext(&c, &nh, FM_MAX_EXT)) {
+			key->proto = nh;
+			return 0;
 		}
 		key->proto = nh;
 		return fm_parse_l4(&c, data, nh, key, pkt);

@@ -83,8 +83,8 @@ int flowmon_srtt(__u64 *ctx)
 	fm_stat(FM_STAT_SRTT_SAMPLES, 1);
 
 	if (BPF_CORE_READ(sk, __sk_common.skc_family) == 2 /* AF_INET */) {
-		fm_map4(local, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
-		fm_map4(remote, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+		pybn_map4(local, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		pybn_map4(remote, BPF_CORE_READ(sk, __sk_common.skc_daddr));
 		key.family = 4;
 	} else {
 		bpf_core_read(local, 16, &sk->__sk_common.skc_v6_rcv_saddr);

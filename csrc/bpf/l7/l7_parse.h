@@ -21,19 +21,6 @@ struct l7_pkt {
 	__u32 len;		/* L4 payload bytes (from the IP length) */
 };
 
-struct l7_vlan {
-	__be16 tci;
-	__be16 proto;
-};
-
-static __always_inline void l7_map4(__u8 *dst, __be32 addr)
-{
-	__builtin_memset(dst, 0, 10);
-	dst[10] = 0xff;
-	dst[11] = 0xff;
-	__builtin_memcpy(dst + 12, &addr, 4);
-}
-
 /* The L4 header at the cursor; l3_end is where the IP length says the
  * packet ends. Returns -1 for anything but a whole TCP/UDP header. */
 static __always_inline int l7_parse_l4(struct hdr_cursor *c, void *data, __u32 l3_end,
@@ -77,19 +64,10 @@ static __always_inline int l7_parse(void *data, void *end, __u32 skb_len,
 				    struct l7_sample *s, struct l7_pkt *pkt)
 {
 	struct hdr_cursor c = { .pos = data, .end = end };
-	struct ethhdr *eth = cursor_pull(&c, sizeof(*eth));
 	__be16 proto;
 
-	if (!eth)
+	if (pybn_parse_eth(&c, &proto))
 		return -1;
-	proto = eth->h_proto;
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct l7_vlan *v = cursor_pull(&c, sizeof(*v));
-
-		if (!v)
-			return -1;
-		proto = v->proto;
-	}
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = cursor_pull(&c, sizeof(*ip));
 		__u32 ihl, tot;
@@ -102,8 +80,8 @@ static __always_inline int l7_parse(void *data, void *end, __u32 skb_len,
 		if (ip->frag_off & bpf_htons(0x1fff))
 			return -1;
 		s->family = 4;
-		l7_map4(s->saddr, ip->saddr);
-		l7_map4(s->daddr, ip->daddr);
+		pybn_map4(s->saddr, ip->saddr);
+		pybn_map4(s->daddr, ip->daddr);
 		/* a GSO packet with BIG TCP has tot_len 0: the skb's length counts */
 		tot = bpf_ntohs(ip->tot_len);
 		if (!tot)
@@ -116,7 +94,6 @@ static __always_inline int l7_parse(void *data, void *end, __u32 skb_len,
 		struct ipv6hdr *ip6 = cursor_pull(&c, sizeof(*ip6));
 		__u32 plen;
 		__u8 nh;
-		int i;
 
 		if (!ip6)
 			return -1;
@@ -127,28 +104,9 @@ static __always_inline int l7_parse(void *data, void *end, __u32 skb_len,
 		if (!plen)
 			plen = skb_len - (__u32)((void *)(ip6 + 1) - data);
 		nh = ip6->nexthdr;
-#pragma unroll
-		for (i = 0; i < L7_MAX_EXT; i++) {
-			__u8 *ext;
-
-			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
-			    nh == IPPROTO_DSTOPTS) {
-				ext = cursor_pull(&c, 8);
-				if (!ext)
-					return -1;
-				c.pos = ext + (ext[1] + 1) * 8;
-				nh = ext[0];
-			} else if (nh == IPPROTO_FRAGMENT) {
-				ext = cursor_pull(&c, 8);
-				if (!ext)
-					return -1;
-				if ((ext[2] << 8 | ext[3]) & 0xfff8)
-					return -1;	/* non-first fragment */
-				nh = ext[0];
-			} else {
-				break;
-			}
-		}
+		/* a cut-short extension header or a non-first fragment */
+		if (pybn_ipv6_skip_ext(&c, &nh, L7_MAX_EXT))
+			return -1;
 		return l7_parse_l4(&c, data, (__u32)((void *)(ip6 + 1) - data) + (plen & 0x1ffff),
 				   nh, s, pkt);
 	}

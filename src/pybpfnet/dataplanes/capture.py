@@ -18,19 +18,16 @@ needs no AF_PACKET socket, and the filter is compiled by pybpfnet
 classic BPF. See docs/capture.md.
 """
 
-import asyncio
 import collections
 import contextlib
-import socket
 import struct
 import time
 
 import attrs
 
 from pybpfnet import _netlink
-from pybpfnet._errors import NotSupportedError
 from pybpfnet._object import open_bundled
-from pybpfnet.dataplanes import _cap_abi
+from pybpfnet.dataplanes import _cap_abi, _tc_monitor
 from pybpfnet.dataplanes._cap_abi import abi
 from pybpfnet.dataplanes._cap_filter import CaptureFilter, compile_filter
 from pybpfnet.packet.pcap import PcapWriter
@@ -38,9 +35,25 @@ from pybpfnet.packet.pcap import PcapWriter
 __all__ = ["Capture", "CapturedPacket", "CaptureStats", "CaptureFilter", "compile_filter"]
 
 
+HOOKS = ("tc", "xdp")
+XDP_MODES = ("auto", "native", "generic")
+
+
 def _mono_to_wall_ns():
-    """Nanoseconds to add to CLOCK_MONOTONIC (bpf_ktime_get_ns) for the wall clock."""
+    """Nanoseconds to add to CLOCK_MONOTONIC (bpf_ktime_get_ns) for the wall
+    clock (whole nanoseconds: _tc_monitor.mono_to_wall's float seconds
+    would round pcap's nanosecond timestamps)."""
     return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _as_filter(filter):
+    """A CaptureFilter of an expression, a CaptureFilter or None."""
+    if isinstance(filter, CaptureFilter):
+        return filter
+    if filter is not None and not isinstance(filter, str):
+        raise ValueError("filter must be a tcpdump-like expression (str), a CaptureFilter "
+                         "or None, not %r" % (filter,))
+    return compile_filter(filter)
 
 
 @attrs.frozen
@@ -113,47 +126,55 @@ class Capture:
 
     ``filter``: a tcpdump-like expression (see ``compile_filter`` and
     docs/capture.md) or a compiled CaptureFilter; None captures everything.
-    ``snaplen``: bytes kept of each packet (1 .. 16384). ``ring_size``: the
-    ring buffer's bytes (a power of two, at least a page); each record takes
-    a 24-byte header, the captured bytes and 8 bytes of ring header.
+    ``snaplen``: bytes kept of each packet (a whole number, 1 .. 16384).
+    ``ring_size``: the ring buffer's bytes (a power of two, at least a page,
+    so a whole number of pages); each record takes a 24-byte header, the
+    captured bytes and 8 bytes of ring header. ``directions``: a non-empty
+    selection of "ingress"/"egress", each at most once (default: both; with
+    ``hook="xdp"`` "ingress" only).
     ``position``: "first" in the interface's tcx chain (default: packets
     are seen before other programs' verdicts) or "last". ``netns``: the
     network namespace of ``interfaces`` (a name in /run/netns, a path or an
     fd; None: the calling thread's); the calling thread enters it only
-    while attaching.
+    while attaching. ``closed`` tells whether ``close()`` ran; iteration
+    (``for``/``async for``) ends then.
 
     Needs Linux >= 5.17 (bpf_loop, ring buffer; tcx links from 6.6, else a
     clsact filter), CAP_BPF and CAP_NET_ADMIN (and CAP_SYS_ADMIN with
     ``netns``). Raises ValueError for a bad filter (with the position) or
-    one larger than the BPF rule table, BpfError (and subclasses) when
-    load or attach fails; nothing stays attached then.
+    one larger than the BPF rule table, and for a bad ``hook``,
+    ``xdp_mode``, ``directions``, ``position``, ``snaplen`` or
+    ``ring_size`` (naming what is accepted); FileNotFoundError for an
+    interface that does not exist; BpfError (and subclasses) when load or
+    attach fails; nothing stays attached then.
     """
 
     def __init__(self, interfaces=None, *, filter=None, snaplen=262,
                  directions=None, ring_size=1 << 22, position="first", netns=None,
                  hook="tc", xdp_mode="auto"):
-        if isinstance(interfaces, (str, int)):
-            interfaces = [interfaces]
-        if hook not in ("tc", "xdp"):
+        if hook not in HOOKS:
             raise ValueError("hook must be 'tc' or 'xdp', not %r" % (hook,))
+        if xdp_mode not in XDP_MODES:
+            raise ValueError("xdp_mode must be 'auto', 'native' or 'generic', not %r"
+                             % (xdp_mode,))
         if directions is None:
-            directions = ("ingress", "egress") if hook == "tc" else ("ingress",)
-        if isinstance(directions, str):
-            directions = (directions,)
-        if hook == "xdp" and tuple(directions) != ("ingress",):
-            raise ValueError("hook='xdp' captures ingress only, not %r" % (tuple(directions),))
-        if position not in ("first", "last"):
-            raise ValueError("position must be 'first' or 'last', not %r" % (position,))
-        for d in directions:
-            if d not in _cap_abi.DIRECTIONS:
-                raise ValueError("direction must be 'ingress' or 'egress', not %r" % (d,))
+            directions = _tc_monitor.DIRECTIONS if hook == "tc" else ("ingress",)
+        interfaces, directions = _tc_monitor.check_options(interfaces, directions, position)
+        if len(set(directions)) != len(directions):
+            raise ValueError("directions: each of 'ingress' and 'egress' at most once, not %r"
+                             % (directions,))
+        if hook == "xdp" and directions != ("ingress",):
+            raise ValueError("hook='xdp' captures ingress only, not %r" % (directions,))
+        ring_size = _tc_monitor.check_ring_size(ring_size)
         self._abi = abi()
-        if not 1 <= int(snaplen) <= self._abi.max_snaplen:
-            raise ValueError("snaplen must be 1 .. %d, not %r" % (self._abi.max_snaplen, snaplen))
-        self.snaplen = int(snaplen)
-        self.directions = tuple(directions)
+        if isinstance(snaplen, bool) or not isinstance(snaplen, int) \
+                or not 1 <= snaplen <= self._abi.max_snaplen:
+            raise ValueError("snaplen must be 1 .. %d (bytes, a whole number), not %r"
+                             % (self._abi.max_snaplen, snaplen))
+        self.snaplen = snaplen
+        self.directions = directions
         self.hook = hook
-        self._filter = filter if isinstance(filter, CaptureFilter) else compile_filter(filter)
+        self._filter = _as_filter(filter)
         hdr = self._abi.header
         self._hdr = struct.Struct("=" + hdr.fmt)
         self._hdr_fields = tuple(hdr.field_names)
@@ -168,7 +189,7 @@ class Capture:
         self._wall = _mono_to_wall_ns()
         try:
             spec = open_bundled(_cap_abi.OBJECT)
-            spec.maps[_cap_abi.MAP_EVENTS].max_entries = int(ring_size)
+            spec.maps[_cap_abi.MAP_EVENTS].max_entries = ring_size
             # load only the hook's programs (XDP's helpers need Linux >= 5.18)
             for name in _cap_abi.PROG.values():
                 spec.programs[name].autoload = hook == "tc"
@@ -181,16 +202,14 @@ class Capture:
             self._active = self._globals[_cap_abi.VAR_ACTIVE]
             self._write_config(self._active)
             with _netlink.in_netns(netns):
-                for iface in interfaces or ():
-                    ifindex, name = _resolve(iface)
+                if hook == "tc":
+                    _tc_monitor.attach_all(self, interfaces, "capture", position)
+                for iface in (interfaces or ()) if hook == "xdp" else ():
+                    ifindex, name = _tc_monitor.resolve(iface, "capture")
                     self._names[ifindex] = name
-                    for d in self.directions:
-                        if hook == "xdp":
-                            link = self.program(d).attach_xdp(ifindex, xdp_mode)
-                        else:
-                            link = _attach(self.program(d), ifindex, d, position)
-                        self._stack.enter_context(link)
-                        self._links.append(link)
+                    link = self._stack.enter_context(
+                        self.program("ingress").attach_xdp(ifindex, xdp_mode))
+                    self._links.append(link)
         except BaseException:
             self._stack.close()
             raise
@@ -212,7 +231,7 @@ class Capture:
         is switched to it: each packet is judged by the old or the new
         filter as a whole. Raises ValueError as the constructor (the old
         filter stays then)."""
-        new = filter if isinstance(filter, CaptureFilter) else compile_filter(filter)
+        new = _as_filter(filter)
         slot = self._active ^ 1
         old, self._filter = self._filter, new
         try:
@@ -226,20 +245,31 @@ class Capture:
     # -- handles ------------------------------------------------------------------
     def program(self, direction="ingress"):
         """The loaded program of one direction (for test_run or own attach;
-        with ``hook="xdp"`` the XDP program, "ingress" only)."""
-        if direction not in self.directions:
-            raise ValueError("this capture has no %r program (directions %r)"
-                             % (direction, self.directions))
+        with ``hook="xdp"`` the XDP program, "ingress" only). Both TC
+        programs are loaded whatever ``directions`` attached. Raises
+        ValueError for a direction other than "ingress"/"egress" (and for
+        "egress" with ``hook="xdp"``)."""
+        if direction not in _cap_abi.PROG:
+            raise ValueError("direction must be 'ingress' or 'egress', not %r" % (direction,))
         if self.hook == "xdp":
+            if direction != "ingress":
+                raise ValueError("hook='xdp' has no %r program (ingress only)" % (direction,))
             return self._obj.programs[_cap_abi.PROG_XDP]
         return self._obj.programs[_cap_abi.PROG[direction]]
 
     @property
     def links(self):
+        """The Links this capture made (one per interface and direction)."""
         return tuple(self._links)
 
     @property
+    def closed(self):
+        """True once ``close()`` ran: the programs are detached and unloaded."""
+        return self._closed
+
+    @property
     def ring(self):
+        """The ring buffer the BPF side copies packets into."""
         return self._ring
 
     def fileno(self):
@@ -276,26 +306,9 @@ class Capture:
 
     def __aiter__(self):
         """``async for pkt in capture``: packets as they come (the ring's
-        fd is watched by the running event loop)."""
-        return self._aiter()
-
-    async def _aiter(self):
-        loop = asyncio.get_running_loop()
-        ready = asyncio.Event()
-        fd = self._ring.fileno()
-        loop.add_reader(fd, ready.set)
-        try:
-            while not self._closed:
-                ready.clear()
-                pkts = self.poll(0)
-                for p in pkts:
-                    yield p
-                if not pkts:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(ready.wait(), 0.5)
-        finally:
-            if not self._closed:
-                loop.remove_reader(fd)
+        fd is watched by the running event loop) until the capture is
+        closed; the fd is no longer watched after the loop ends."""
+        return _tc_monitor.records_async(self, self._ring.fileno(), 0.5)
 
     def _batches(self, count, duration):
         """Lists of raw ring records, ``count`` of them in all at most (the
@@ -374,19 +387,3 @@ class Capture:
             ifaces, "xdp " if self.hook == "xdp" else "", "/".join(self.directions),
             self._filter.expression, self.snaplen)
 
-
-def _attach(prog, ifindex, direction, position):
-    try:
-        return prog.attach_tc(ifindex, direction, **{position: True})
-    except NotSupportedError:        # no tcx (Linux < 6.6): a clsact filter, unordered
-        return prog.attach_tc(ifindex, direction)
-
-
-def _resolve(iface):
-    if isinstance(iface, int):
-        return iface, socket.if_indextoname(iface)
-    try:
-        return socket.if_nametoindex(iface), iface
-    except OSError:
-        raise FileNotFoundError("capture: no interface %r in this network namespace"
-                                % (iface,)) from None
