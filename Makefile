@@ -33,7 +33,7 @@ test: bootstrap
 	$(PY) -m pytest
 
 demo: bootstrap
-	$(PY) examples/packet_counter.py
+	$(PY) examples/load_balancer.py
 
 bench: bootstrap
 	$(MAKE) -C benchmarks run PY=$(abspath $(PY))

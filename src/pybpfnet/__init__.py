@@ -50,7 +50,7 @@ __all__ = [
     # data planes (imported on first use: the core never imports them)
     "Firewall", "Rule", "Conntrack", "Connection", "FlowMonitor", "FlowRecord",
     "L7Monitor", "DnsRecord", "HttpRecord",
-    "Maglev",
+    "Maglev", "LoadBalancer", "Service", "Backend",
     "Capture", "CapturedPacket",
 ]
 
@@ -67,6 +67,9 @@ _DATAPLANES = {
     "DnsRecord": "pybpfnet.dataplanes.l7",
     "HttpRecord": "pybpfnet.dataplanes.l7",
     "Maglev": "pybpfnet.dataplanes.maglev",
+    "LoadBalancer": "pybpfnet.dataplanes.lb",
+    "Service": "pybpfnet.dataplanes.lb",
+    "Backend": "pybpfnet.dataplanes.lb",
     "Capture": "pybpfnet.dataplanes.capture",
     "CapturedPacket": "pybpfnet.dataplanes.capture",
 }

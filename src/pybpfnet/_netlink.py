@@ -55,6 +55,8 @@ IFF_LOOPBACK = 0x8
 IFF_NOARP = 0x80
 IFA_F_NODAD = 0x02
 NUD_PERMANENT = 0x80
+NUD_INCOMPLETE = 0x01
+NUD_FAILED = 0x20
 
 
 # ------------------------------------------------------------------ errors
@@ -821,7 +823,39 @@ class Rtnl:
         msgs = self._run("list routes", dump)
         return [_route_info(m) for m in msgs if m["type"] == 1]  # RTN_UNICAST
 
+    def route_get(self, address):
+        """The kernel's route to ``address`` (``ip route get``) as
+        ``(gateway or None, oif, preferred source or None)``. Raises
+        NetlinkError (ENETUNREACH, ...) naming the address."""
+        ip = ipaddress.ip_address(address)
+
+        def get(ipr):
+            return list(ipr.route("get", dst=str(ip)))
+
+        for m in self._run("route get %s" % ip, get):
+            gw, src = m.get_attr("RTA_GATEWAY"), m.get_attr("RTA_PREFSRC")
+            return (ipaddress.ip_address(gw) if gw else None, m.get_attr("RTA_OIF"),
+                    ipaddress.ip_address(src) if src else None)
+        raise error(_errno.ENETUNREACH, "route get %s in %s" % (ip, self._where))
+
     # -- neighbours
+
+    def neighbours(self):
+        """{(ifindex, ip_address): "aa:bb:.."} of the usable neighbour
+        entries (ARP and NDP): not INCOMPLETE or FAILED, with an address."""
+        def dump(ipr):
+            out = []
+            for fam in (socket.AF_INET, socket.AF_INET6):
+                out += list(ipr.get_neighbours(family=fam))
+            return out
+
+        out = {}
+        for m in self._run("list neighbours", dump):
+            dst, mac = m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR")
+            if m["state"] & (NUD_INCOMPLETE | NUD_FAILED) or not dst or not mac:
+                continue
+            out[(m["ifindex"], ipaddress.ip_address(dst))] = mac
+        return out
 
     def add_neighbour(self, ref, address, mac):
         """Add a permanent neighbour (ARP/NDP) entry: ``address`` is at ``mac`` on the link."""

@@ -39,8 +39,9 @@ def build_parser():
     from pybpfnet.dataplanes import conntrack_cli, firewall_cli, flowmon_cli, l7_cli
     from pybpfnet.dataplanes import flow_views_cli
     from pybpfnet.dataplanes import capture_cli
+    from pybpfnet.dataplanes import lb_cli
     for plane in (firewall_cli, conntrack_cli, flowmon_cli, l7_cli, flow_views_cli,
-                  capture_cli):
+                  capture_cli, lb_cli):
         plane.add_parser(sub)
     return p
 

@@ -73,3 +73,31 @@ def test_packet_counter_on_an_interface_argument(lab, capsys):
     assert "packets per source on eth0" in out
     row = next(line for line in out.splitlines() if line.startswith("10.0.0.1"))
     assert int(row.split()[1]) > 0
+
+
+def test_load_balancer_demo(capsys):
+    lbd = load_example("load_balancer")
+    out = io.StringIO()
+    r = lbd.demo(out=out, plain=True, steady=1.0, refresh=0.5)
+    text = out.getvalue()
+    assert r["requests"] > 500 and set(r["counts"]) == {"b1", "b2", "b3", "b4", "b5"}
+    # failures only while b3 was dead and still in the table: none in batches
+    # that started after the health checks took it out
+    assert not r["errors_after_removal"], r["errors_after_removal"][:3]
+    assert all("refused" in e.lower() or "reset" in e.lower() for _, e, _ in r["errors"])
+    down = next(e for e in r["events"] if e.what == "down")
+    assert down.backend == "b3" and down.health.failures == 3
+    # minimal disruption: b3's fifth of the table, and under 1% of the rest
+    assert 0.19 < r["disruption"] < 0.22
+    assert r["others_moved"] < r["table_size"] // 100
+    assert r["restored"]
+    assert not r["errors_before_kill"], r["errors_before_kill"][:3]
+    final = {row["backend"]: row for row in r["final"]}
+    drained = r["drained"]
+    assert final[drained]["state"] == "drained" and final[drained]["slots"] == 0
+    assert final["b3"]["state"] == "up" or drained == "b3"
+    # the drained backend's long-lived connections were still served by it
+    assert r["drained_still"] and set(r["drained_still"]) == {drained}
+    assert "health checks took b3 out after 3 failed checks" in text
+    assert "a hash % N table would have moved 80%" in text
+

@@ -33,6 +33,7 @@ from pybpfnet._map import Map, possible_cpus
 from pybpfnet._object import open_bundled
 from pybpfnet._program import TcAction, XdpAction
 from pybpfnet.dataplanes import _fw_abi
+from pybpfnet.dataplanes import _pins
 from pybpfnet.dataplanes._fw_abi import abi
 from pybpfnet.dataplanes._fw_compile import compile_ruleset, summary, words
 from pybpfnet.dataplanes._fw_model import FirewallModel, Parsed, parse
@@ -512,7 +513,7 @@ class Firewall:
                 link.pin(os.path.join(path, "link%d" % i))
                 done.append("link%d" % i)
         except BaseException:
-            _remove_pins(path)
+            _pins.remove_pins(path)
             if self._config is not None:
                 self._config.close()
                 self._config = None
@@ -525,7 +526,7 @@ class Firewall:
         closes)."""
         if self.pin_path is None:
             raise ValueError("this firewall is not pinned")
-        _remove_pins(self.pin_path)
+        _pins.remove_pins(self.pin_path)
         self.pin_path = None
 
     def remove(self):
@@ -636,19 +637,3 @@ class Firewall:
 _CONFIG_CHUNK = 4096
 _CONFIG_CHUNKS = 1024
 
-
-def _remove_pins(path):
-    """Unlink every pin in ``path`` and the directory itself."""
-    try:
-        names = os.listdir(path)
-    except FileNotFoundError:
-        return
-    for name in names:
-        try:
-            os.unlink(os.path.join(path, name))
-        except FileNotFoundError:
-            pass
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass

@@ -18,40 +18,17 @@ import json
 import os
 import sys
 
+from pybpfnet.dataplanes import _pins
+
 PIN_ROOT = "/sys/fs/bpf/pybpfnet/firewall"
 
 __all__ = ["add_parser", "pin_dir", "PIN_ROOT"]
 
 
-def _netns():
-    return os.stat("/proc/thread-self/ns/net").st_ino
-
-
 def pin_dir(iface, root=PIN_ROOT):
     """Where the firewall of ``iface`` (in the calling thread's network
     namespace) is pinned."""
-    if not iface or "/" in iface or iface in (".", ".."):
-        raise ValueError("bad interface name %r" % (iface,))
-    return os.path.join(root, "%d-%s" % (_netns(), iface))
-
-
-def _pinned(root=PIN_ROOT):
-    """{iface: pin dir} of the firewalls pinned in this network namespace."""
-    prefix = "%d-" % _netns()
-    try:
-        names = sorted(os.listdir(root))
-    except FileNotFoundError:
-        return {}
-    return {n[len(prefix):]: os.path.join(root, n) for n in names if n.startswith(prefix)}
-
-
-def _prune(root=PIN_ROOT):
-    """Remove the (empty) pin directories this command made."""
-    for d in (root, os.path.dirname(root)):
-        try:
-            os.rmdir(d)
-        except OSError:
-            return
+    return _pins.pin_dir(root, iface)
 
 
 def cmd_apply(args):
@@ -97,7 +74,7 @@ def cmd_check(args):
 def cmd_stats(args):
     """Per-rule counters of the pinned firewalls (a table, or --json)."""
     from pybpfnet.dataplanes.firewall import Firewall
-    found = _pinned()
+    found = _pins.pinned(PIN_ROOT)
     if args.iface is not None:
         if args.iface not in found:
             raise FileNotFoundError("no firewall on %s (pybpfnet fw apply ... --iface %s)"
@@ -128,7 +105,7 @@ def cmd_remove(args):
     if not os.path.isdir(path):
         raise FileNotFoundError("no firewall on %s" % args.iface)
     Firewall.open_pinned(path).remove()
-    _prune()
+    _pins.prune(PIN_ROOT)
     print("removed the firewall of %s" % args.iface)
     return 0
 
