@@ -6,6 +6,12 @@ Build time is for M = 65,537 with 100 and 1,000 backends named
 ``backend-<i>``: sort + hash + populate, median of ``--rounds`` builds
 (after 3 warm-up builds). The C program's table checksum must equal ours.
 
+Pushing a table into the kernel (needs root): `LbDataplane.install_table`
+for M = 65,537 (check, fill a fresh inner ARRAY map with one batch update,
+swap it into the service's slot) against its floor measured in the same
+run: creating an ARRAY map of the same size and filling it with one numpy
+batch update, which is what the kernel work of a push costs.
+
     .venv/bin/python benchmarks/bench_maglev.py [--rounds 31] [--json]
 """
 
@@ -94,6 +100,34 @@ def disruption(n=1000):
     return res
 
 
+def push_times(rounds, n=100):
+    """ms to push a Maglev table of n backends into the load balancer,
+    and the floor (map create + one numpy batch fill + close)."""
+    if os.geteuid() != 0:
+        return None
+    import numpy as np
+    from pybpfnet import ArrayMap
+    from pybpfnet.dataplanes._lb_dataplane import LbDataplane
+    m = Maglev(["backend-%d" % i for i in range(n)], size=SIZE)
+    ids = m.table                    # backend index i is backend id i below
+    keys = np.arange(SIZE + 2, dtype=np.uint32)
+    vals = np.concatenate([np.array([SIZE, 1], dtype=np.uint32),
+                           np.frombuffer(ids, dtype=np.int32).astype(np.uint32)])
+
+    def floor():
+        with ArrayMap.create(key="u32", value="u32", max_entries=SIZE + 2) as a:
+            a.update_batch((keys, vals))
+
+    with LbDataplane(max_services=4, max_backends=n, max_flows=1024) as dp:
+        for i in range(n):
+            dp.put_backend(i, "10.1.%d.%d" % (i // 250, i % 250 + 1), mac="02:00:00:00:00:01")
+        key = ("192.0.2.1", 80, "tcp")
+        dp.put_service(key, mode="nat")
+        push = median_ns(lambda: dp.install_table(key, ids), rounds)[0] / 1e6
+    base = median_ns(floor, rounds)[0] / 1e6
+    return {"backends": n, "push_ms": push, "floor_ms": base, "ratio": push / base}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=31)
@@ -106,7 +140,8 @@ def main(argv=None):
     warnings.simplefilter("ignore", UserWarning)   # 1,000 backends < M / 100
     exe = c_program(args.build)
     res = {"build": [build_times(exe, n, args.rounds) for n in (100, 1000)],
-           "disruption": disruption()}
+           "disruption": disruption(),
+           "push": push_times(args.rounds)}
     if args.json:
         json.dump(res, sys.stdout, indent=1)
         print()
@@ -130,6 +165,17 @@ def main(argv=None):
         print("| %d%% (%d) | %.1f%% | %.2f%% | %.2f%% | %.1f%% |" % (
             pct, r["removed"], r["minimum_pct"], r["changed_pct"], r["changed_pct_mean"],
             r["paper_pct"]))
+    print()
+    r = res["push"]
+    if r is None:
+        print("Pushing a table into the kernel: skipped (needs root)")
+    else:
+        print("Pushing a table into the kernel, M = %d, %d backends, median of %d (ms)"
+              % (SIZE, r["backends"], args.rounds))
+        print()
+        print("| `LbDataplane.install_table` | floor: create + numpy batch fill | ratio |")
+        print("| ---: | ---: | ---: |")
+        print("| %.2f | %.2f | %.2fx |" % (r["push_ms"], r["floor_ms"], r["ratio"]))
     return 0
 
 

@@ -6,6 +6,7 @@ element calls cost one syscall plus a struct pack/unpack, and batch calls
 convert whole buffers at once.
 """
 
+import array
 import collections.abc
 import contextlib
 import enum
@@ -742,7 +743,8 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
     def update_batch(self, items, *, flags=UpdateFlags.ANY):
         """Write many elements with one BPF_MAP_UPDATE_BATCH call (per-element
         fallback for map types without it). ``items``: a mapping, an iterable
-        of (key, value) pairs, or a (keys, values) pair of numpy arrays.
+        of (key, value) pairs, or a (keys, values) pair of numpy arrays or
+        of ``array.array`` s whose item sizes are the key and value sizes.
         Every element is encoded (and checked) before anything is written, so
         a bad element leaves the map unchanged. Returns the count written."""
         kraw, vraw, n = self._encode_batch(items)
@@ -791,6 +793,20 @@ class Map(FdHandle, collections.abc.MutableMapping, typing.Generic[K, V]):
     def _encode_batch(self, items):
         np_pair = (isinstance(items, tuple) and len(items) == 2
                    and hasattr(items[0], "dtype") and hasattr(items[1], "dtype"))
+        if (isinstance(items, tuple) and len(items) == 2
+                and isinstance(items[0], array.array) and isinstance(items[1], array.array)):
+            # (keys, values) as array.array of fixed-size integers: raw bytes
+            # as they are, like numpy arrays but without numpy
+            keys, vals = items
+            if len(keys) != len(vals):
+                raise ValueError("array batch: %d keys but %d values" % (len(keys), len(vals)))
+            if keys.itemsize != self.key_size or vals.itemsize != self.value_size or \
+                    self.percpu:
+                raise CodecError("array batch for map %r: key/value itemsize %d/%d, "
+                                 "expected %d/%d (and not a per-CPU map)" % (
+                                     self.name, keys.itemsize, vals.itemsize,
+                                     self.key_size, self.value_size))
+            return memoryview(keys).cast("B"), memoryview(vals).cast("B"), len(keys)
         if np_pair:
             keys, vals = items
             kd, vd = self.numpy_dtypes()

@@ -428,3 +428,19 @@ def test_map_of_maps():
         with outer.get_map(0, value_type="u32") as again:
             again[1] = 11
         assert inner[1] == 11
+
+
+def test_update_batch_takes_array_array_pairs():
+    """(keys, values) as array.array: raw bytes, no numpy needed; wrong item
+    sizes are refused before anything is written."""
+    import array
+    with bn.ArrayMap.create(key="u32", value="u64", max_entries=8) as m:
+        assert m.update_batch((array.array("I", [1, 3]), array.array("Q", [10, 30]))) == 2
+        assert (m[1], m[3], m[0]) == (10, 30, 0)
+        with pytest.raises(bn.CodecError, match="itemsize 4/4, expected 4/8"):
+            m.update_batch((array.array("I", [2]), array.array("I", [20])))
+        with pytest.raises(ValueError, match="2 keys but 1 values"):
+            m.update_batch((array.array("I", [2, 4]), array.array("Q", [20])))
+        with pytest.raises(bn.BpfError, match="index 9 is out of range"):
+            m.update_batch((array.array("I", [2, 9]), array.array("Q", [20, 90])))
+        assert m[2] == 0
