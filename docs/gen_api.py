@@ -30,8 +30,27 @@ def _doc(obj):
     return inspect.cleandoc(obj.__doc__ or "").strip()
 
 
+def _private_function(member):
+    fn = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+    return getattr(fn, "__name__", "").startswith("_")
+
+
+def _own_vars(cls):
+    """vars(cls) with what it inherits from private (``_``-named) bases:
+    their public members are part of ``cls``'s API (a public name bound to
+    a private function, such as a refused operation, is not). The MRO
+    decides which definition a name documents."""
+    found = dict(vars(cls))
+    for klass in cls.__mro__[1:]:
+        if klass.__name__.startswith("_"):
+            for name, member in vars(klass).items():
+                if name not in found and not _private_function(member):
+                    found[name] = member
+    return found
+
+
 def _members(cls):
-    for name, member in sorted(vars(cls).items()):
+    for name, member in sorted(_own_vars(cls).items()):
         if name.startswith("_") and name not in ("__init__",):
             continue
         if isinstance(member, property):

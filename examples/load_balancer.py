@@ -97,7 +97,7 @@ def snapshot(lb, traffic, since):
 COLUMNS = ("backend", "address", "state", "weight", "slots", "share", "requests", "seen",
            "flows", "health")
 HEADINGS = ("backend", "address", "state", "weight", "Maglev slots", "table share",
-            "requests", "request share", "LB new flows", "health check")
+            "requests this phase", "share of all requests", "LB new flows", "health check")
 
 
 def plain_table(title, rows):

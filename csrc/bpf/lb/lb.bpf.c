@@ -637,6 +637,25 @@ static __always_inline int lb_icmp_error(struct xdp_md *ctx, struct lb_pkt *p,
 	return XDP_TX;
 }
 
+/* The ports (and for TCP the flags) of the TCP/UDP header at l4, whose
+ * length the caller checked against the IP header's; then lb_l4. */
+static __always_inline int lb_ports(struct xdp_md *ctx, struct lb_pkt *p, struct lb_stats *st,
+				    __u8 *l4, void *end, __u8 proto)
+{
+	__u16 *ports = (void *)l4;
+
+	if ((void *)(ports + 2) > end)
+		return lb_pass(st);
+	p->fk.sport = bpf_ntohs(ports[0]);
+	p->fk.dport = bpf_ntohs(ports[1]);
+	if (proto == IPPROTO_TCP) {
+		if ((void *)(l4 + 14) > end)
+			return lb_pass(st);
+		p->tcp_flags = l4[13];
+	}
+	return lb_l4(ctx, p, st);
+}
+
 static __always_inline int lb_ipv4(struct xdp_md *ctx, struct lb_pkt *p, struct lb_stats *st)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
@@ -694,21 +713,7 @@ static __always_inline int lb_ipv4(struct xdp_md *ctx, struct lb_pkt *p, struct 
 		return lb_bad(st, p, LB_D_MALFORMED);
 	if (ihl != sizeof(*ip))
 		return lb_bad(st, p, LB_D_UNSUPPORTED);
-	{
-		__u8 *l4 = (void *)(ip + 1);
-		__u16 *ports = (void *)l4;
-
-		if ((void *)(ports + 2) > end)
-			return lb_pass(st);
-		p->fk.sport = bpf_ntohs(ports[0]);
-		p->fk.dport = bpf_ntohs(ports[1]);
-		if (proto == IPPROTO_TCP) {
-			if ((void *)(l4 + 14) > end)
-				return lb_pass(st);
-			p->tcp_flags = l4[13];
-		}
-	}
-	return lb_l4(ctx, p, st);
+	return lb_ports(ctx, p, st, (void *)(ip + 1), end, proto);
 }
 
 static __always_inline int lb_ipv6(struct xdp_md *ctx, struct lb_pkt *p, struct lb_stats *st)
@@ -760,21 +765,7 @@ static __always_inline int lb_ipv6(struct xdp_md *ctx, struct lb_pkt *p, struct 
 	need = nh == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
 	if (sizeof(*ip6) + plen > avail || plen < need)
 		return lb_bad(st, p, LB_D_MALFORMED);
-	{
-		__u8 *l4 = (void *)(ip6 + 1);
-		__u16 *ports = (void *)l4;
-
-		if ((void *)(ports + 2) > end)
-			return lb_pass(st);
-		p->fk.sport = bpf_ntohs(ports[0]);
-		p->fk.dport = bpf_ntohs(ports[1]);
-		if (nh == IPPROTO_TCP) {
-			if ((void *)(l4 + 14) > end)
-				return lb_pass(st);
-			p->tcp_flags = l4[13];
-		}
-	}
-	return lb_l4(ctx, p, st);
+	return lb_ports(ctx, p, st, (void *)(ip6 + 1), end, nh);
 }
 
 static __always_inline int lb_main(struct xdp_md *ctx, struct lb_pkt *pp)

@@ -8,6 +8,7 @@ import functools
 import attrs
 
 from pybpfnet._object import open_bundled
+from pybpfnet.dataplanes._tc_monitor import layout_enums, short
 
 OBJECT = "capture"
 
@@ -33,17 +34,12 @@ class Abi:
     max_snaplen: int        # CAP_MAX_SNAPLEN
 
 
-def _short(name, prefix):
-    return name[len(prefix):].lower()
-
-
 @functools.lru_cache(maxsize=None)
 def abi():
     """The capture object's ABI (cached; reads the bundled ELF once)."""
     spec = open_bundled(OBJECT)
     g = spec.globals
-    ecodec = g.type_of("capture_layout_enums")
-    enums = {name: f.codec.py_type for name, f in zip(ecodec.field_names, ecodec.fields)}
+    enums = layout_enums(g, "capture_layout_enums")
     config = g.type_of("capture_layout_config")
     cfg_fields = dict(zip(config.field_names, config.fields))
     terms = cfg_fields["terms"].codec
@@ -52,8 +48,8 @@ def abi():
     header = g.type_of("capture_layout_hdr")
     return Abi(
         header=header, config=config,
-        stats={_short(m.name, "CAP_STAT_"): int(m) for m in enums["stat"]
+        stats={short(m.name, "CAP_STAT_"): int(m) for m in enums["stat"]
                if m.name != "CAP_STAT_MAX"},
-        fields={_short(m.name, "CAP_F_"): int(m) for m in enums["field"]},
+        fields={short(m.name, "CAP_F_"): int(m) for m in enums["field"]},
         max_terms=terms.n, max_lits=term_fields["lits"].codec.n,
         max_snaplen=scratch.size - header.size)

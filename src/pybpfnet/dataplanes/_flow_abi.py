@@ -9,6 +9,7 @@ import attrs
 
 from pybpfnet._object import open_bundled
 from pybpfnet.dataplanes._flow_batch import columns_of
+from pybpfnet.dataplanes._tc_monitor import layout_enums, short
 
 OBJECT = "flowmon"
 
@@ -45,19 +46,14 @@ class Abi:
     rtt_slots: int
 
 
-def _short(name, prefix):
-    return name[len(prefix):].lower()
-
-
 @functools.lru_cache(maxsize=None)
 def abi():
     """The flow monitor object's ABI (cached; reads the bundled ELF once)."""
     spec = open_bundled(OBJECT)
     g = spec.globals
-    ecodec = g.type_of("flowmon_layout_enums")
-    enums = {name: field.codec.py_type for name, field in zip(ecodec.field_names, ecodec.fields)}
-    reasons = {int(m): _short(m.name, "FM_REASON_") for m in enums["reason"]}
-    stats = {_short(m.name, "FM_STAT_"): int(m) for m in enums["stat"] if m.name != "FM_STAT_MAX"}
+    enums = layout_enums(g, "flowmon_layout_enums")
+    reasons = {int(m): short(m.name, "FM_REASON_") for m in enums["reason"]}
+    stats = {short(m.name, "FM_STAT_"): int(m) for m in enums["stat"] if m.name != "FM_STAT_MAX"}
     record = g.type_of("flowmon_layout_record")
     if columns_of(record) != RECORD_COLUMNS:
         raise ValueError("flowmon object: struct flow_record has members %s, expected %s"

@@ -23,15 +23,13 @@ A file with any error is rejected whole: RuleError("FILE:LINE: reason").
 """
 
 import re
-import tomllib
 
+from pybpfnet.dataplanes import _toml
 from pybpfnet.dataplanes._fw_compile import check_limits
 from pybpfnet.dataplanes._fw_rules import Rule, RuleError, RuleSet
 
 __all__ = ["parse_toml"]
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_\-\"' .]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*=""")
 _POLICIES = ("default", "fragments", "malformed", "non_ip")
 
 
@@ -45,27 +43,22 @@ class _Lines:
         self.keys = {}           # (section, index) -> {key: line}
         self.top = {}            # top-level key -> line
         section = None
-        for n, line in enumerate(text.splitlines(), 1):
-            m = _HEADER.match(line)
-            if m and not _KEY.match(line):
-                name = m.group(2).strip().strip("\"'")
-                if m.group(1) == "[[" and name == "rule":
+        for n, bracket, name, key in _toml.lines(text):
+            if key is None:
+                name = name.strip().strip("\"'")
+                if bracket == "[[" and name == "rule":
                     self.rules.append(n)
                     section = ("rule", len(self.rules) - 1)
-                elif m.group(1) == "[" and name == "firewall":
+                elif bracket == "[" and name == "firewall":
                     self.firewall = n
                     section = ("firewall", 0)
                 else:
                     section = ("other", name)
                     self.top.setdefault(name, n)
-                continue
-            m = _KEY.match(line)
-            if m:
-                key = m.group(1).strip("\"'")
-                if section is None:
-                    self.top.setdefault(key, n)
-                else:
-                    self.keys.setdefault(section, {}).setdefault(key, n)
+            elif section is None:
+                self.top.setdefault(key, n)
+            else:
+                self.keys.setdefault(section, {}).setdefault(key, n)
 
     def rule(self, i, key=None):
         keys = self.keys.get(("rule", i), {})
@@ -88,13 +81,7 @@ def _field(message):
 def parse_toml(text, source="<rules>"):
     """A RuleSet from TOML text; RuleError("source:line: reason") on the
     first problem."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        line = m.group(1) if m else "?"
-        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
-        raise RuleError("%s:%s: TOML syntax: %s" % (source, line, reason)) from None
+    data = _toml.loads(text, source, RuleError)
     where = _Lines(text)
 
     def fail(line, message):

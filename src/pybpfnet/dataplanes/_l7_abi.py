@@ -8,6 +8,7 @@ import functools
 import attrs
 
 from pybpfnet._object import open_bundled
+from pybpfnet.dataplanes._tc_monitor import layout_enums, short
 
 OBJECT = "l7"
 
@@ -36,10 +37,9 @@ def abi():
     """The L7 sampler object's ABI (cached; reads the bundled ELF once)."""
     spec = open_bundled(OBJECT)
     g = spec.globals
-    ecodec = g.type_of("l7_layout_enums")
-    enums = {name: f.codec.py_type for name, f in zip(ecodec.field_names, ecodec.fields)}
-    kinds = {m.name[len("L7_KIND_"):].lower(): int(m) for m in enums["kind"]}
-    stats = {m.name[len("L7_STAT_"):].lower(): int(m) for m in enums["stat"]
+    enums = layout_enums(g, "l7_layout_enums")
+    kinds = {short(m.name, "L7_KIND_"): int(m) for m in enums["kind"]}
+    stats = {short(m.name, "L7_STAT_"): int(m) for m in enums["stat"]
              if m.name != "L7_STAT_MAX"}
     sample = g.type_of("l7_layout_sample")
     data = sample.fields[sample.field_names.index("data")]

@@ -58,6 +58,24 @@ ICMP4_QUOTE = 28
 ICMP6_QUOTE = 48
 
 
+def _parse(cls, value):
+    """The member of the IntEnum ``cls`` that ``value`` is or names (its
+    name in any case, or its value; not a bool); None when none."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return cls[value.upper()]
+        except KeyError:
+            return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+    return None
+
+
 class Mode(enum.IntEnum):
     """Forwarding mode of a service (enum lb_mode)."""
 
@@ -72,20 +90,11 @@ class Mode(enum.IntEnum):
     @classmethod
     def parse(cls, value):
         """A Mode from a Mode, its value or its name ("nat", "ipip", "gue", "l2")."""
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls[value.upper()]
-            except KeyError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            try:
-                return cls(value)
-            except ValueError:
-                pass
-        raise ValueError("mode must be one of %s, got %r"
-                         % (", ".join(str(m) for m in cls), value))
+        mode = _parse(cls, value)
+        if mode is None:
+            raise ValueError("mode must be one of %s, got %r"
+                             % (", ".join(str(m) for m in cls), value))
+        return mode
 
 
 class Proto(enum.IntEnum):
@@ -100,19 +109,10 @@ class Proto(enum.IntEnum):
     @classmethod
     def parse(cls, value):
         """A Proto from a Proto, 6/17 or "tcp"/"udp"."""
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls[value.upper()]
-            except KeyError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            try:
-                return cls(value)
-            except ValueError:
-                pass
-        raise ValueError("protocol must be 'tcp' or 'udp', got %r" % (value,))
+        proto = _parse(cls, value)
+        if proto is None:
+            raise ValueError("protocol must be 'tcp' or 'udp', got %r" % (value,))
+        return proto
 
 
 class DropReason(enum.IntEnum):

@@ -33,10 +33,10 @@ A file with any error is rejected whole: LbConfigError("FILE:LINE: reason").
 
 import ipaddress
 import re
-import tomllib
 
 import attrs
 
+from pybpfnet.dataplanes import _toml
 from pybpfnet.dataplanes.maglev import is_prime
 
 __all__ = ["Backend", "Service", "HealthCheck", "LbConfig", "LbConfigError", "MODES",
@@ -455,8 +455,6 @@ def _known(what, d, keys):
 
 # ------------------------------------------------------------------ TOML with lines
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_\-\"' .]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*=""")
 
 
 class _Lines:
@@ -470,34 +468,28 @@ class _Lines:
         section = None
         n_service = -1
         n_backend = {}
-        for n, line in enumerate(text.splitlines(), 1):
-            m = _HEADER.match(line)
-            if m and not _KEY.match(line):
-                name = re.sub(r"\s*\.\s*", ".", m.group(2).strip().replace('"', "").replace(
-                    "'", ""))
-                if m.group(1) == "[[" and name == "service":
+        for n, bracket, name, key in _toml.lines(text):
+            if key is None:
+                name = re.sub(r"\s*\.\s*", ".", name.strip().replace('"', "").replace("'", ""))
+                if bracket == "[[" and name == "service":
                     n_service += 1
                     section = ("service", n_service)
-                elif m.group(1) == "[" and name == "service.health":
+                elif bracket == "[" and name == "service.health":
                     section = ("health", n_service)
-                elif m.group(1) == "[[" and name == "service.backend":
+                elif bracket == "[[" and name == "service.backend":
                     j = n_backend.get(n_service, -1) + 1
                     n_backend[n_service] = j
                     section = ("backend", n_service, j)
-                elif m.group(1) == "[" and name == "lb":
+                elif bracket == "[" and name == "lb":
                     section = ("lb",)
                 else:
                     section = ("other", name)
                     self.top.setdefault(name.split(".")[0], n)
                 self.tables.setdefault(section, n)
-                continue
-            m = _KEY.match(line)
-            if m:
-                key = m.group(1).strip("\"'")
-                if section is None:
-                    self.top.setdefault(key, n)
-                else:
-                    self.keys.setdefault(section, {}).setdefault(key, n)
+            elif section is None:
+                self.top.setdefault(key, n)
+            else:
+                self.keys.setdefault(section, {}).setdefault(key, n)
 
     def line(self, table, key=None):
         keys = self.keys.get(table, {})
@@ -520,13 +512,7 @@ def _field(message):
 def parse_toml(text, source="<config>"):
     """An LbConfig from TOML text; LbConfigError("source:line: reason") on
     the first problem (nothing is half-used)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        line = m.group(1) if m else "?"
-        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
-        raise LbConfigError("%s:%s: TOML syntax: %s" % (source, line, reason)) from None
+    data = _toml.loads(text, source, LbConfigError)
     where = _Lines(text)
 
     def fail(line, message):

@@ -16,10 +16,10 @@ builds on it; see docs/lb-dataplane.md.
 The backends run :class:`Decap` when the mode encapsulates.
 """
 
+import array
 import contextlib
 import ipaddress
 import os
-import warnings
 
 import attrs
 
@@ -29,6 +29,7 @@ from pybpfnet._program import XdpAction
 from pybpfnet.dataplanes import _lb_abi as abi
 from pybpfnet.dataplanes._lb_abi import DropReason, Mode, Proto
 from pybpfnet.dataplanes._lb_model import CtPeer, FlowEntry, LbModel, ModelConfig, addr16
+from pybpfnet.dataplanes._owner import _LinkOwner
 from pybpfnet.packet import mac_bytes
 
 __all__ = ["LbDataplane", "Decap", "ServiceKey", "Counters", "LbStats", "Flow", "Mode",
@@ -164,15 +165,13 @@ def is_prime(n):
     return True
 
 
-def _site():
-    import traceback
-    for frame in reversed(traceback.extract_stack()[:-2]):
-        if "pybpfnet" not in frame.filename:
-            return "%s:%d" % (frame.filename, frame.lineno)
-    return "?"
+def _xdp_mode(mode):
+    if mode not in ("native", "generic", "auto"):
+        raise ValueError("XDP mode must be 'native', 'generic' or 'auto', got %r" % (mode,))
+    return mode
 
 
-class LbDataplane:
+class LbDataplane(_LinkOwner):
     """The load balancer's XDP program and maps (low-level API).
 
     ``max_services``/``max_backends``/``max_flows`` size the maps before
@@ -248,12 +247,9 @@ class LbDataplane:
                     spec.programs[name].autoload = False
 
     def _load(self, spec, fresh):
-        self._site = _site()
+        self._init_owner()
         self.nat_tracking = ("conntrack" if spec.globals[abi.GLOBAL_NAT_CT] else "lru")
         self._conntrack = None
-        self._closed = False
-        self._stack = contextlib.ExitStack()
-        self._links = []
         self._services = {}
         self._backends = {}
         self._tables = {}          # service id -> (list of ids, generation)
@@ -372,29 +368,7 @@ class LbDataplane:
             src6=ipaddress.IPv6Address(bytes(c.src6)) if c.has_src6 else None,
             mtu=c.mtu or abi.DEFAULT_MTU, gue_port=c.gue_port, hash_seed=c.hash_seed)
 
-    # ------------------------------------------------------------ lifetime
-    def close(self):
-        """Detach everywhere, then unload (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        for link in reversed(self._links):
-            link.close()
-        self._links.clear()
-        self._stack.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if not getattr(self, "_closed", True):
-            warnings.warn("LbDataplane was never closed (made at %s)" % self._site,
-                          ResourceWarning, source=self)
-            self.close()
-
+    # ---------------- lifetime (close, context manager, finalizer: _LinkOwner)
     def __repr__(self):
         if self._closed:
             return "<LbDataplane closed>"
@@ -426,11 +400,7 @@ class LbDataplane:
         calling thread's network namespace); mode "native", "generic" or
         "auto". Returns the Link (also closed by ``close()``). Needs
         CAP_NET_ADMIN; raises HookBusyError when the hook is taken."""
-        if mode not in ("native", "generic", "auto"):
-            raise ValueError("XDP mode must be 'native', 'generic' or 'auto', got %r" % (mode,))
-        link = self.program.attach_xdp(iface, mode)
-        self._links.append(link)
-        return link
+        return self._keep(self.program.attach_xdp(iface, _xdp_mode(mode)))
 
     def run(self, packet):
         """One BPF_PROG_TEST_RUN: (XdpAction, output bytes)."""
@@ -635,24 +605,27 @@ class LbDataplane:
         Raises ValueError naming the problem (nothing written)."""
         key, svc = self._service(key)
         try:
-            ids = [int(b) for b in backend_ids]
-        except (TypeError, ValueError):
-            raise ValueError("backend_ids must be a sequence of ints, got %r"
-                             % (backend_ids,)) from None
+            # one C-level copy (Maglev tables are already array('i'))
+            ids = array.array("i", backend_ids)
+        except (TypeError, OverflowError):
+            raise ValueError("backend_ids must be a sequence of ints (backend ids, -1 for "
+                             "empty), got %r" % (backend_ids,)) from None
         m = len(ids)
         if not 2 <= m <= abi.MAX_TABLE_SIZE or not is_prime(m):
             raise ValueError("a table has a prime number of slots in 2..%d, got %d"
                              % (abi.MAX_TABLE_SIZE, m))
-        unknown = sorted({b for b in ids if b != -1 and b not in self._backends})
+        unknown = sorted(set(ids).difference(self._backends, (-1,)))
         if unknown:
             raise ValueError("table for %s names backends that do not exist: %s"
                              % (key, ", ".join(map(str, unknown[:10]))))
         self._generation = (self._generation % 0xFFFFFFFF) + 1
         gen = self._generation
-        values = [m, gen] + [abi.EMPTY if b == -1 else b for b in ids]
+        # [M, generation, ids...]; -1 as a u32 is abi.EMPTY
+        values = array.array("I", (m, gen))
+        values.frombytes(ids.tobytes())
         with ArrayMap.create(key="u32", value="u32", max_entries=m + abi.TABLE_HDR,
                              flags=abi.BPF_F_INNER_MAP, name="lb_table") as inner:
-            inner.update_batch(list(enumerate(values)))
+            inner.update_batch((array.array("I", range(len(values))), values))
             self._m_tables[svc.id] = inner
         self._tables[svc.id] = (ids, gen)
 
@@ -794,7 +767,7 @@ class LbDataplane:
             m.ct_peers[key(k)] = CtPeer(v.backend_id, v.service_id, bytes(v.client_mac))
 
 
-class Decap:
+class Decap(_LinkOwner):
     """The backends' decapsulator: an XDP program (or its TC ingress
     variant, :meth:`attach_tc`) that strips the outer IPIP / IPv6-in-IP /
     GUE headers of packets to one of ``addresses`` (the backend's own
@@ -807,10 +780,7 @@ class Decap:
 
     def __init__(self, addresses=(), *, gue_port=abi.GUE_PORT):
         _port(gue_port, "gue_port")
-        self._site = _site()
-        self._closed = False
-        self._stack = contextlib.ExitStack()
-        self._links = []
+        self._init_owner()
         try:
             self._obj = self._stack.enter_context(open_bundled(abi.DECAP_OBJECT).load())
             self._m_addrs = self._obj.maps[abi.MAP_DECAP_ADDRS]
@@ -838,19 +808,13 @@ class Decap:
     def attach(self, iface, mode="native"):
         """Attach to ``iface`` in the calling thread's network namespace;
         returns the Link (also closed by ``close()``)."""
-        if mode not in ("native", "generic", "auto"):
-            raise ValueError("XDP mode must be 'native', 'generic' or 'auto', got %r" % (mode,))
-        link = self.program.attach_xdp(iface, mode)
-        self._links.append(link)
-        return link
+        return self._keep(self.program.attach_xdp(iface, _xdp_mode(mode)))
 
     def attach_tc(self, iface):
         """Attach the TC variant to ``iface``'s ingress (works on any device
         and on GRO-merged packets; 4in6/6in4 need Linux >= 6.3); returns
         the Link (also closed by ``close()``)."""
-        link = self.tc_program.attach_tc(iface, "ingress")
-        self._links.append(link)
-        return link
+        return self._keep(self.tc_program.attach_tc(iface, "ingress"))
 
     def run(self, packet, hook="xdp"):
         """One BPF_PROG_TEST_RUN of the XDP or TC variant: (verdict, output
@@ -863,28 +827,6 @@ class Decap:
     def stats(self):
         """{"packets", "decapped", "passed"} summed over CPUs."""
         return sum_values(self._m_stats[0])._asdict()
-
-    def close(self):
-        """Detach everywhere, then unload (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        for link in reversed(self._links):
-            link.close()
-        self._links.clear()
-        self._stack.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if not getattr(self, "_closed", True):
-            warnings.warn("Decap was never closed (made at %s)" % self._site,
-                          ResourceWarning, source=self)
-            self.close()
 
 
 def decap_model(packet, addresses, gue_port=abi.GUE_PORT):

@@ -220,14 +220,6 @@ class NatCtModel(ctm.CtModel):
             self.alias.pop(ctm.key_of(e.reply, 0), None)
         super()._destroy(key, table, reason)
 
-    def reap(self, now, reason=ctm.Reason.TIMEOUT):
-        n = 0
-        for table in (Table.ESTABLISHED, Table.EMBRYONIC):
-            for key in [k for k, e in self.tables[table].items() if e.expires <= now]:
-                self._destroy(key, table, reason)
-                n += 1
-        return n
-
     def clear(self):
         super().clear()
         self.alias.clear()

@@ -1,6 +1,8 @@
-"""What the TC monitors (flowmon, l7) share: argument checks, interface
-resolution, attaching at a tcx position, record addresses and clocks, the
-``async for`` loop over a ring buffer, and endpoint text. Private."""
+"""What the TC monitors (flowmon, l7, capture) share: argument checks,
+interface resolution, attaching at a tcx position, record addresses and
+clocks, the ``async for`` loop over a ring buffer, endpoint text, the
+layout enums of their BPF objects, and their handle methods
+(:class:`_TcMonitor`). Private."""
 
 import asyncio
 import contextlib
@@ -157,3 +159,83 @@ async def records_async(monitor, fd, wait):
                     await asyncio.wait_for(ready.wait(), wait)
     finally:
         loop.remove_reader(fd)
+
+
+def layout_enums(globals_, name):
+    """{member name: enum type} of the BTF struct ``name`` (an object's
+    ``*_layout_enums``, one member per enum it publishes)."""
+    codec = globals_.type_of(name)
+    return {field_name: field.codec.py_type
+            for field_name, field in zip(codec.field_names, codec.fields)}
+
+
+def short(name, prefix):
+    """An enum member's name without ``prefix``, in lower case."""
+    return name[len(prefix):].lower()
+
+
+class _TcMonitor:
+    """The handle methods of the TC monitors (FlowMonitor, L7Monitor,
+    Capture). A subclass sets ``_PROG`` (direction -> program name),
+    ``_poll_wait`` (seconds ``poll()`` waits at most per round of ``for``
+    and ``async for``) and ``_ring``/``_obj``, and calls
+    ``_init_handles()`` before it attaches anything."""
+
+    _PROG = {}
+    _poll_wait = 1.0
+
+    def _init_handles(self):
+        self._stack = contextlib.ExitStack()
+        self._names = {}
+        self._links = []
+        self._closed = False
+
+    def program(self, direction):
+        """The loaded program of one direction (for test_run or own attach).
+        Raises ValueError for a direction other than "ingress"/"egress"."""
+        if direction not in self._PROG:
+            raise ValueError("direction must be 'ingress' or 'egress', not %r" % (direction,))
+        return self._obj.programs[self._PROG[direction]]
+
+    @property
+    def links(self):
+        """The Links this monitor made: per interface and direction, then any tracers."""
+        return tuple(self._links)
+
+    @property
+    def closed(self):
+        """True once ``close()`` ran: the programs are detached and unloaded."""
+        return self._closed
+
+    @property
+    def ring(self):
+        """The ring buffer the BPF side writes records (flows, samples, packets) into."""
+        return self._ring
+
+    def fileno(self):
+        """The ring buffer's fd: readable when the BPF side wrote records."""
+        return self._ring.fileno()
+
+    def __iter__(self):
+        """Records as ``poll()`` returns them, forever (until closed)."""
+        while not self._closed:
+            yield from self.poll(timeout=self._poll_wait)
+
+    def __aiter__(self):
+        """``async for record in monitor``: records as they come (the
+        ring's fd is watched by the running event loop) until the monitor
+        is closed; the fd is no longer watched after the loop ends."""
+        return records_async(self, self._ring.fileno(), self._poll_wait)
+
+    def close(self):
+        """Detach and unload (idempotent). What was not read yet is dropped:
+        ``flush()`` (FlowMonitor, L7Monitor) returns it first."""
+        if not self._closed:
+            self._closed = True
+            self._stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

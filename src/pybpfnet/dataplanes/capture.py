@@ -19,7 +19,6 @@ classic BPF. See docs/capture.md.
 """
 
 import collections
-import contextlib
 import struct
 import time
 
@@ -112,7 +111,7 @@ class CaptureStats:
         return attrs.asdict(self)
 
 
-class Capture:
+class Capture(_tc_monitor._TcMonitor):
     """The packet capture data plane: the BPF program loaded and attached
     at TC ``directions`` ("ingress", "egress") of ``interfaces`` (names or
     ifindexes, resolved in the calling thread's network namespace), or only
@@ -149,6 +148,9 @@ class Capture:
     attach fails; nothing stays attached then.
     """
 
+    _PROG = _cap_abi.PROG
+    _poll_wait = 0.5
+
     def __init__(self, interfaces=None, *, filter=None, snaplen=262,
                  directions=None, ring_size=1 << 22, position="first", netns=None,
                  hook="tc", xdp_mode="auto"):
@@ -181,11 +183,8 @@ class Capture:
         if self._hdr_fields != ("ts_ns", "ifindex", "orig_len", "cap_len", "direction") \
                 or self._hdr.size != hdr.size:
             raise RuntimeError("capture: unexpected ring record header %r" % (self._hdr_fields,))
-        self._stack = contextlib.ExitStack()
-        self._names = {}
-        self._links = []
+        self._init_handles()
         self._pending = collections.deque()
-        self._closed = False
         self._wall = _mono_to_wall_ns()
         try:
             spec = open_bundled(_cap_abi.OBJECT)
@@ -242,39 +241,18 @@ class Capture:
         self._globals[_cap_abi.VAR_ACTIVE] = slot
         self._active = slot
 
-    # -- handles ------------------------------------------------------------------
+    # -- handles (links, ring, fileno: _TcMonitor) ------------------------------------
     def program(self, direction="ingress"):
         """The loaded program of one direction (for test_run or own attach;
         with ``hook="xdp"`` the XDP program, "ingress" only). Both TC
         programs are loaded whatever ``directions`` attached. Raises
         ValueError for a direction other than "ingress"/"egress" (and for
         "egress" with ``hook="xdp"``)."""
-        if direction not in _cap_abi.PROG:
-            raise ValueError("direction must be 'ingress' or 'egress', not %r" % (direction,))
-        if self.hook == "xdp":
-            if direction != "ingress":
-                raise ValueError("hook='xdp' has no %r program (ingress only)" % (direction,))
-            return self._obj.programs[_cap_abi.PROG_XDP]
-        return self._obj.programs[_cap_abi.PROG[direction]]
-
-    @property
-    def links(self):
-        """The Links this capture made (one per interface and direction)."""
-        return tuple(self._links)
-
-    @property
-    def closed(self):
-        """True once ``close()`` ran: the programs are detached and unloaded."""
-        return self._closed
-
-    @property
-    def ring(self):
-        """The ring buffer the BPF side copies packets into."""
-        return self._ring
-
-    def fileno(self):
-        """The ring buffer's fd: readable when packets were captured."""
-        return self._ring.fileno()
+        if self.hook == "tc" or direction not in _cap_abi.PROG:
+            return super().program(direction)
+        if direction != "ingress":
+            raise ValueError("hook='xdp' has no %r program (ingress only)" % (direction,))
+        return self._obj.programs[_cap_abi.PROG_XDP]
 
     # -- packets ----------------------------------------------------------------------
     def _decode(self, raw):
@@ -298,17 +276,6 @@ class Capture:
         """Packets captured since the last call, oldest first; waits up to
         ``timeout`` seconds (None: forever) for the first one."""
         return [self._decode(r) for r in self._poll_raw(timeout)]
-
-    def __iter__(self):
-        """CapturedPackets as they come, forever (until closed)."""
-        while not self._closed:
-            yield from self.poll(timeout=0.5)
-
-    def __aiter__(self):
-        """``async for pkt in capture``: packets as they come (the ring's
-        fd is watched by the running event loop) until the capture is
-        closed; the fd is no longer watched after the loop ends."""
-        return _tc_monitor.records_async(self, self._ring.fileno(), 0.5)
 
     def _batches(self, count, duration):
         """Lists of raw ring records, ``count`` of them in all at most (the
@@ -367,19 +334,6 @@ class Capture:
     def stats(self):
         """CaptureStats summed over CPUs."""
         return CaptureStats(**{name: self._stats.sum(i) for name, i in self._abi.stats.items()})
-
-    # -- lifetime ------------------------------------------------------------------------
-    def close(self):
-        """Detach and unload (idempotent). Packets still in the ring are dropped."""
-        if not self._closed:
-            self._closed = True
-            self._stack.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         ifaces = ", ".join(self._names.values()) or "not attached"

@@ -10,14 +10,12 @@ ring buffer. The same tables live in any program that includes
 :meth:`Conntrack.from_object` reads those. See docs/conntrack.md.
 """
 
-import contextlib
 import errno as _errno
 import ipaddress
 import os
 import platform
 import struct
 import time
-import warnings
 
 import attrs
 
@@ -25,6 +23,7 @@ import pybpfnet as _bn
 from pybpfnet.dataplanes import _ct_abi as abi
 from pybpfnet.dataplanes._ct_abi import (CtState, CtStatus, EventType, Reason, Table,
                                         Verdict)
+from pybpfnet.dataplanes._owner import _LinkOwner
 
 __all__ = ["Conntrack", "ConntrackOptions", "Timeouts", "Connection", "ConnectionEvent",
            "ConntrackStats", "SweepResult", "EventStream", "RunningTracker", "running",
@@ -527,7 +526,7 @@ class _Filter:
         return True
 
 
-class Conntrack:
+class Conntrack(_LinkOwner):
     """The BPF connection tracker and its tables.
 
     ``Conntrack(options)`` (or keyword arguments of
@@ -549,10 +548,7 @@ class Conntrack:
         elif kwargs:
             options = attrs.evolve(options, **kwargs)
         self.options = options
-        self._site = _site()
-        self._stack = contextlib.ExitStack()
-        self._links = []
-        self._closed = False
+        self._init_owner()
         try:
             spec = _bn.open_bundled(abi.OBJECT)
             configure(spec, options)
@@ -577,10 +573,7 @@ class Conntrack:
         """An instance over tables it did not load (``options`` None)."""
         self = cls.__new__(cls)
         self.options = None
-        self._site = _site()
-        self._stack = contextlib.ExitStack()
-        self._links = []
-        self._closed = False
+        self._init_owner()
         self._obj = obj
         return self
 
@@ -654,29 +647,7 @@ class Conntrack:
             raise ValueError("%s needs the tracker's own object (its %s program); this "
                              "Conntrack only reads the tables" % (what, abi.PROG_REAP))
 
-    # -- lifetime -------------------------------------------------------------
-    def close(self):
-        """Detach everywhere, then unload (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        for link in reversed(self._links):
-            link.close()
-        self._links.clear()
-        self._stack.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if not getattr(self, "_closed", True):
-            warnings.warn("Conntrack was never closed (made at %s)" % self._site,
-                          ResourceWarning, source=self)
-            self.close()
-
+    # -- lifetime (close, context manager, finalizer: _LinkOwner) -----------------
     def __repr__(self):
         if self._closed:
             return "<Conntrack closed>"
@@ -705,9 +676,7 @@ class Conntrack:
 
     def attach_xdp(self, iface, mode="auto"):
         """Track what arrives at ``iface`` at XDP (one direction only)."""
-        link = self.xdp_program.attach_xdp(iface, mode)
-        self._links.append(link)
-        return link
+        return self._keep(self.xdp_program.attach_xdp(iface, mode))
 
     @property
     def links(self):
@@ -720,9 +689,7 @@ class Conntrack:
 
     def detach(self):
         """Detach from every interface."""
-        for link in reversed(self._links):
-            link.close()
-        self._links.clear()
+        self._close_links()
 
     # -- reading ----------------------------------------------------------------
     def _tables_for(self, flt):
@@ -953,14 +920,6 @@ _RUN_FRAME = bytes(12) + b"\x88\xb5" + bytes(50)
 
 def _raw(b):
     return bytes(b).ljust(16, b"\0")
-
-
-def _site():
-    import traceback
-    for frame in reversed(traceback.extract_stack()[:-2]):
-        if "pybpfnet" not in frame.filename:
-            return "%s:%d" % (frame.filename, frame.lineno)
-    return "?"
 
 
 def _have_numpy():

@@ -20,7 +20,6 @@ a full ring lose data, and that is counted (``stats().lost_*``).
 See docs/flowmon.md.
 """
 
-import contextlib
 import gc
 import json
 import os
@@ -203,7 +202,7 @@ class FlowMonitorStats:
         return attrs.asdict(self)
 
 
-class FlowMonitor:
+class FlowMonitor(_tc_monitor._TcMonitor):
     """The flow monitor data plane: the BPF program loaded and attached at
     TC ``directions`` ("ingress", "egress") of ``interfaces`` (names or
     ifindexes, resolved in the calling thread's network namespace), or
@@ -245,6 +244,8 @@ class FlowMonitor:
     fails; nothing stays attached then.
     """
 
+    _PROG = _flow_abi.PROG
+
     def __init__(self, interfaces=None, *, directions=("ingress", "egress"), max_flows=65536,
                  ring_size=1 << 20, idle_timeout=15.0, active_timeout=60.0,
                  sweep_interval=1.0, drops=True, position="first", srtt=False,
@@ -258,10 +259,7 @@ class FlowMonitor:
         ring_size = _tc_monitor.check_ring_size(ring_size)
         self.resolver = resolver
         self._abi = abi()
-        self._stack = contextlib.ExitStack()
-        self._names = {}
-        self._links = []
-        self._closed = False
+        self._init_handles()
         self._last_sweep = time.monotonic()
         self._wall = _mono_to_wall()
         try:
@@ -299,37 +297,16 @@ class FlowMonitor:
             self._stack.close()
             raise
 
-    # -- handles -------------------------------------------------------------
-    def program(self, direction):
-        """The loaded program of one direction (for test_run or own attach).
-        Raises ValueError for a direction other than "ingress"/"egress"."""
-        if direction not in _flow_abi.PROG:
-            raise ValueError("direction must be 'ingress' or 'egress', not %r" % (direction,))
-        return self._obj.programs[_flow_abi.PROG[direction]]
-
-    @property
-    def links(self):
-        """The Links this monitor made (TC hooks, then the tracers)."""
-        return tuple(self._links)
-
-    @property
-    def closed(self):
-        """True once ``close()`` ran: the programs are detached and unloaded."""
-        return self._closed
-
+    # -- handles (program, links, ring, fileno: _TcMonitor) ---------------------
     @property
     def flows_map(self):
         """The BPF flow table (HashMap of flow_key -> flow_stats)."""
         return self._flows
 
     @property
-    def ring(self):
-        """The ring buffer the BPF side exports records through."""
-        return self._ring
-
-    def fileno(self):
-        """The ring buffer's fd: readable when BPF exported records."""
-        return self._ring.fileno()
+    def _poll_wait(self):
+        # for/async for: poll() waits for the ring until the next sweep is due
+        return self.sweep_interval
 
     # -- records -------------------------------------------------------------
     def _record(self, key, st, reason):
@@ -438,17 +415,6 @@ class FlowMonitor:
         sweep is due) and from a sweep when ``sweep_interval`` passed."""
         return self.poll_batch(timeout).records()
 
-    def __iter__(self):
-        """FlowRecords as they are exported, forever (until closed)."""
-        while not self._closed:
-            yield from self.poll(timeout=None)
-
-    def __aiter__(self):
-        """``async for record in monitor``: records as they are exported
-        (the ring's fd is watched by the event loop; sweeps run every
-        ``sweep_interval``) until the monitor is closed."""
-        return _tc_monitor.records_async(self, self._ring.fileno(), self.sweep_interval)
-
     def flush(self):
         """Every record: what the ring holds, then every flow still in the
         table (reason "flush"); the table is left empty."""
@@ -505,20 +471,6 @@ class FlowMonitor:
         for m in (self._hist, self._srtt_hist):
             for i in range(self._abi.rtt_slots):
                 m[i] = [0] * len(m[i])
-
-    # -- lifetime --------------------------------------------------------------
-    def close(self):
-        """Detach and unload (idempotent). Flows still in the table are
-        dropped: call ``flush()`` first to keep them."""
-        if not self._closed:
-            self._closed = True
-            self._stack.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         ifaces = ", ".join(self._names.get(i, str(i)) for i in self._names) or "not attached"

@@ -18,7 +18,6 @@ two packets' BPF timestamps at the hook. See docs/l7.md.
 """
 
 import collections
-import contextlib
 import json
 import time
 
@@ -502,7 +501,7 @@ class _Conn:
         return out
 
 
-class L7Monitor:
+class L7Monitor(_tc_monitor._TcMonitor):
     """The L7 data plane: the sampler attached at TC ``directions`` of
     ``interfaces`` (names or ifindexes, resolved in the calling thread's
     network namespace), or only loaded with ``interfaces=None`` (then
@@ -526,6 +525,9 @@ class L7Monitor:
     or attach fails; nothing stays attached then.
     """
 
+    _PROG = _l7_abi.PROG
+    _poll_wait = 1.0
+
     def __init__(self, interfaces=None, *, dns_ports=(53,), http_ports=(80, 8000, 8080),
                  snaplen=256, resolver=None, directions=("ingress", "egress"),
                  h2_any_port=False, ring_size=1 << 20, timeout=10.0, max_pending=65536,
@@ -543,10 +545,7 @@ class L7Monitor:
         self._kind_names = {v: k for k, v in self._abi.kinds.items()}
         self._correlator = L7Correlator(resolver=resolver, timeout=timeout,
                                         max_pending=max_pending, wall_offset=_mono_to_wall())
-        self._stack = contextlib.ExitStack()
-        self._names = {}
-        self._links = []
-        self._closed = False
+        self._init_handles()
         self._last_expire = time.monotonic()
         try:
             spec = open_bundled(_l7_abi.OBJECT)
@@ -590,37 +589,11 @@ class L7Monitor:
         """The resolver naming record endpoints (None: no names)."""
         return self._correlator.resolver
 
-    # -- handles -------------------------------------------------------------
-    def program(self, direction):
-        """The loaded program of one direction (for test_run or own attach).
-        Raises ValueError for a direction other than "ingress"/"egress"."""
-        if direction not in _l7_abi.PROG:
-            raise ValueError("direction must be 'ingress' or 'egress', not %r" % (direction,))
-        return self._obj.programs[_l7_abi.PROG[direction]]
-
-    @property
-    def links(self):
-        """The Links this monitor made (one per interface and direction)."""
-        return tuple(self._links)
-
-    @property
-    def closed(self):
-        """True once ``close()`` ran: the programs are detached and unloaded."""
-        return self._closed
-
-    @property
-    def ring(self):
-        """The ring buffer the BPF side sends samples through."""
-        return self._ring
-
+    # -- handles (program, links, ring, fileno: _TcMonitor) ---------------------
     @property
     def correlator(self):
         """The L7Correlator that parses samples and pairs them."""
         return self._correlator
-
-    def fileno(self):
-        """The ring buffer's fd: readable when BPF sampled packets."""
-        return self._ring.fileno()
 
     # -- records -------------------------------------------------------------
     def _sample(self, e):
@@ -657,16 +630,6 @@ class L7Monitor:
         out.extend(self._correlator.flush())
         return out
 
-    def __iter__(self):
-        """Records as they complete, forever (until closed)."""
-        while not self._closed:
-            yield from self.poll(timeout=1.0)
-
-    def __aiter__(self):
-        """``async for record in monitor``: records as they complete (the
-        ring's fd is watched by the event loop) until the monitor is closed."""
-        return _tc_monitor.records_async(self, self._ring.fileno(), 1.0)
-
     def stats(self):
         """L7MonitorStats: BPF counters summed over CPUs and the parser's."""
         vals = {name: self._stats.sum(i) for name, i in self._abi.stats.items()}
@@ -674,20 +637,6 @@ class L7Monitor:
         py = {k: c[k] for k in ("dns_records", "http_records", "parse_errors", "unmatched",
                                 "expired", "evicted", "duplicates")}
         return L7MonitorStats(pending=self._correlator.pending, **vals, **py)
-
-    # -- lifetime --------------------------------------------------------------
-    def close(self):
-        """Detach and unload (idempotent). Waiting queries are dropped: call
-        ``flush()`` first to keep them."""
-        if not self._closed:
-            self._closed = True
-            self._stack.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         ifaces = ", ".join(self._names.values()) or "not attached"
