@@ -6,6 +6,7 @@ segs_out/bytes_sent for TCP (L2 bytes from header sizes, as in
 test_flowmon_lab)."""
 
 import io
+import json
 import socket
 import threading
 import time
@@ -170,3 +171,91 @@ def test_flows_cli_serves_metrics_in_its_namespace(hosts):
     assert [ln for ln in out.getvalue().splitlines() if '"sport":%d' % sport in ln]
     with hosts.client.enter(), pytest.raises(OSError):    # the server is gone
         scrape(url)
+
+
+def test_flows_l7_cli_exports_http_metrics(hosts):
+    """``pybpfnet flows eth0 --l7 --prometheus``: HTTP requests made over
+    real TCP connections show up as hubble_http_requests/responses counters
+    (method, protocol, status) and in the printed JSON lines."""
+    from pybpfnet.dataplanes import flowmon_cli
+    with hosts.client.enter():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    args = types.SimpleNamespace(
+        iface=["eth0"], direction="both", json=True, seconds=8.0, rtt_hist=False,
+        srtt=False, idle_timeout=0.3, active_timeout=60.0, max_flows=1024, names=None,
+        prometheus="127.0.0.1:%d" % port, html=None, l7=True)
+    out = io.StringIO()
+    done = threading.Event()
+    result = {}
+
+    def run():
+        try:
+            with hosts.client.enter():
+                result["rc"] = flowmon_cli.cmd_flows(args, out=out)
+        except BaseException as e:           # reported by the main thread
+            result["error"] = e
+        finally:
+            done.set()
+
+    def answer(status):
+        def handle(conn):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            reason = {200: b"OK", 404: b"Not Found"}[status]
+            conn.sendall(b"HTTP/1.1 %d %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+                         % (status, reason))
+        return handle
+
+    t = threading.Thread(target=run)
+    t.start()
+    url = "http://127.0.0.1:%d/metrics" % port
+    try:
+        while True:
+            assert not done.is_set(), result
+            try:
+                with hosts.client.enter():
+                    scrape(url)
+                break
+            except OSError:                     # not listening yet
+                time.sleep(0.05)
+        sent = [("GET", "/a", 200), ("GET", "/b", 404), ("POST", "/c", 200)]
+        for method, path, status in sent:
+            with hosts.server.create_server((str(hosts.server_ip), 8080)) as srv, \
+                    serve_one(srv, answer(status)), \
+                    hosts.client.create_connection((str(hosts.server_ip), 8080)) as c:
+                c.sendall(b"%s %s HTTP/1.1\r\nHost: lab\r\nContent-Length: 0\r\n\r\n"
+                          % (method.encode(), path.encode()))
+                drain(c)
+        want = {("GET", "200"): 1, ("GET", "404"): 1, ("POST", "200"): 1}
+        got = {}
+        while not done.is_set():
+            with hosts.client.enter():
+                samples = scrape(url)
+            got = {}
+            for (name, labels), v in samples.items():
+                if name == "hubble_http_responses_total":
+                    d = dict(labels)
+                    if d["protocol"] == "HTTP/1.1":
+                        key = (d["method"], d["status"])
+                        got[key] = got.get(key, 0) + int(v)
+            if got == want:
+                break
+            time.sleep(0.1)
+        assert got == want
+        requests = sum(int(v) for (name, labels), v in samples.items()
+                       if name == "hubble_http_requests_total"
+                       and dict(labels)["protocol"] == "HTTP/1.1")
+        assert requests == 3
+    finally:
+        t.join()
+    assert "error" not in result, result.get("error")
+    assert result["rc"] == 0
+    lines = [json.loads(ln) for ln in out.getvalue().splitlines()]
+    http = sorted((d["method"], d["path"], d["status"]) for d in lines if d.get("type") == "http")
+    assert http == sorted(sent)

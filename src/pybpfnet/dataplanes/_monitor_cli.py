@@ -54,21 +54,26 @@ def printer(out, json_lines):
     return lambda r: out.write(str(r) + "\n")
 
 
-def poll_until(monitor, emit, out, seconds):
-    """``emit`` every record ``monitor.poll()`` returns until ``seconds``
-    passed (None: until Ctrl-C, which ends the loop quietly), then every
-    record ``monitor.flush()`` returns."""
+def poll_until(monitors, emit, out, seconds):
+    """``emit`` every record the monitors' ``poll()`` return until
+    ``seconds`` passed (None: until Ctrl-C, which ends the loop quietly),
+    then every record their ``flush()`` returns. ``monitors``: one monitor
+    or a sequence of them (polled in turn, the wait shared)."""
+    if not isinstance(monitors, (list, tuple)):
+        monitors = (monitors,)
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
         while deadline is None or time.monotonic() < deadline:
             left = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-            for r in monitor.poll(timeout=left):
-                emit(r)
+            for monitor in monitors:
+                for r in monitor.poll(timeout=left / len(monitors)):
+                    emit(r)
             out.flush()
     except KeyboardInterrupt:
         pass
-    for r in monitor.flush():
-        emit(r)
+    for monitor in monitors:
+        for r in monitor.flush():
+            emit(r)
 
 
 def print_stats(what, stats):
