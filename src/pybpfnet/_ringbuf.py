@@ -129,16 +129,7 @@ class RingBuf(_NoKeys, Map):
         forever); True when data is available. Consumes nothing."""
         if self.available():
             return True
-        p = select.poll()
-        p.register(self.fd, select.POLLIN)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            p.poll(None if left is None else int(left * 1000) + 1)
-            if self.available():
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
+        return bool(self._wait_for(self.available, timeout))
 
     def poll(self, timeout=None):
         """Records available within ``timeout`` seconds (None: wait for at
@@ -146,15 +137,21 @@ class RingBuf(_NoKeys, Map):
         out = self.consume()
         if out or timeout == 0:
             return out
+        return self._wait_for(self.consume, timeout)
+
+    def _wait_for(self, check, timeout):
+        """Sleep on the ring's fd (None: no time limit) until ``check()``
+        returns something true or ``timeout`` seconds passed; returns what
+        ``check()`` returned last."""
         p = select.poll()
         p.register(self.fd, select.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             p.poll(None if left is None else int(left * 1000) + 1)
-            out = self.consume()
-            if out or (deadline is not None and time.monotonic() >= deadline):
-                return out
+            got = check()
+            if got or (deadline is not None and time.monotonic() >= deadline):
+                return got
 
     def __iter__(self):
         """Block for records forever (until the ring is closed)."""

@@ -72,6 +72,24 @@ def udp_traffic(hosts, v6, sizes=SIZES, others=2):
         return cli.getsockname()[1]
 
 
+def run_cli_during(argv, traffic, rounds):
+    """Run ``pybpfnet`` with ``argv`` in a thread and call ``traffic()``
+    every 50 ms (at most ``rounds`` times) until the command ends (it
+    attaches in its own time); returns its exit status."""
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("rc", main(argv)))
+    t.start()
+    try:
+        for _ in range(rounds):
+            if not t.is_alive():
+                break
+            traffic()
+            time.sleep(0.05)
+    finally:
+        t.join(60)
+    return result.get("rc")
+
+
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_filtered_pcap_read_by_tshark_and_scapy(hosts, v6, tmp_path):
     server = ip_of(hosts, v6, "server")
@@ -147,19 +165,9 @@ def test_cli_writes_pcap(hosts, tmp_path):
     path = tmp_path / "cli.pcap"
     argv = ["capture", "--netns", hosts.client.name, "-c", "4", "-w", str(path), "-s", "100",
             "eth0", "udp", "and", "dst", "port", str(PORT)]
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault("rc", main(argv)))
-    t.start()
-    try:
-        # traffic until the command has its 4 packets (it attaches in its own time)
-        for _ in range(600):
-            if not t.is_alive():
-                break
-            udp_traffic(hosts, False, sizes=(200,), others=1)
-            time.sleep(0.05)
-    finally:
-        t.join(60)
-    assert result.get("rc") == 0
+    # traffic until the command has its 4 packets
+    assert run_cli_during(argv, lambda: udp_traffic(hosts, False, sizes=(200,), others=1),
+                          600) == 0
     rows = tshark_fields(path, "ip.src", "ip.dst", "udp.dstport", "frame.len", "frame.cap_len")
     assert rows == [[str(hosts.client_ip), str(hosts.server_ip), str(PORT), "242", "100"]] * 4
 
@@ -174,18 +182,8 @@ def test_cli_prints_lines_and_rejects_bad_filters(hosts, capsys):
     assert "no interface 'nosuch0'" in capsys.readouterr().err
 
     argv = ["capture", "--netns", hosts.client.name, "-c", "2", "eth0", "icmp"]
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault("rc", main(argv)))
-    t.start()
-    try:
-        for _ in range(300):
-            if not t.is_alive():
-                break
-            hosts.client.ping(str(hosts.server_ip), count=1)
-            time.sleep(0.05)
-    finally:
-        t.join(60)
-    assert result.get("rc") == 0
+    assert run_cli_during(argv, lambda: hosts.client.ping(str(hosts.server_ip), count=1),
+                          300) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert all("eth0" in ln and "IPv4 %s > %s" % (hosts.client_ip, hosts.server_ip) in ln
@@ -196,18 +194,8 @@ def test_cli_pcap_to_stdout(hosts, capsysbinary):
     from pybpfnet.packet.pcap import read_pcap
     argv = ["capture", "--netns", hosts.client.name, "-c", "2", "-w", "-",
             "--direction", "ingress", "eth0", "icmp"]
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault("rc", main(argv)))
-    t.start()
-    try:
-        for _ in range(300):
-            if not t.is_alive():
-                break
-            hosts.client.ping(str(hosts.server_ip), count=1)
-            time.sleep(0.05)
-    finally:
-        t.join(60)
-    assert result.get("rc") == 0
+    assert run_cli_during(argv, lambda: hosts.client.ping(str(hosts.server_ip), count=1),
+                          300) == 0
     out = capsysbinary.readouterr()
     recs = read_pcap(out.out)
     assert len(recs) == 2 and all(r.data[14 + 20] == 0 for r in recs)     # echo replies

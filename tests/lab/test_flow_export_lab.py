@@ -5,6 +5,7 @@ test's own namespace, and of a lab namespace for ``pybpfnet flows
 segs_out/bytes_sent for TCP (L2 bytes from header sizes, as in
 test_flowmon_lab)."""
 
+import contextlib
 import io
 import json
 import socket
@@ -48,6 +49,51 @@ def scrape(url):
 def value(got, name, **labels):
     return got[(name, frozenset(labels.items()))]
 
+
+
+@contextlib.contextmanager
+def flows_cli(hosts, args, out):
+    """Run ``cmd_flows(args)`` in the client namespace in a thread; yields
+    (metrics URL, done event) once its Prometheus endpoint answers, and on
+    leaving joins it and checks it ended with status 0."""
+    from pybpfnet.dataplanes import flowmon_cli
+    done = threading.Event()
+    result = {}
+
+    def run():
+        try:
+            with hosts.client.enter():
+                result["rc"] = flowmon_cli.cmd_flows(args, out=out)
+        except BaseException as e:           # reported by the main thread
+            result["error"] = e
+        finally:
+            done.set()
+
+    url = "http://%s/metrics" % args.prometheus
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        while True:
+            assert not done.is_set(), result
+            try:
+                with hosts.client.enter():
+                    scrape(url)
+                break
+            except OSError:                     # not listening yet
+                time.sleep(0.05)
+        yield url, done
+    finally:
+        t.join()
+    assert "error" not in result, result.get("error")
+    assert result["rc"] == 0
+
+
+def free_port(hosts):
+    """A free TCP port of the client namespace's loopback."""
+    with hosts.client.enter():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
 
 @pytest.fixture
 def hosts(lab):
@@ -112,62 +158,29 @@ def test_scraped_bytes_equal_what_sockets_sent(hosts):
 def test_flows_cli_serves_metrics_in_its_namespace(hosts):
     """``pybpfnet flows eth0 --prometheus 127.0.0.1:PORT`` run in the client
     namespace: scraped from there while it runs, bytes of a UDP flow exact."""
-    from pybpfnet.dataplanes import flowmon_cli
-    with hosts.client.enter():
-        with socket.socket() as probe:         # a free port of the lab's loopback
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
     args = types.SimpleNamespace(
         iface=["eth0"], direction="egress", json=True, seconds=6.0, rtt_hist=False,
         srtt=False, idle_timeout=0.3, active_timeout=60.0, max_flows=1024, names=None,
-        prometheus="127.0.0.1:%d" % port, html=None)
+        prometheus="127.0.0.1:%d" % free_port(hosts), html=None)
     out = io.StringIO()
-    done = threading.Event()
-    result = {}
-
-    def run():
-        try:
-            with hosts.client.enter():
-                result["rc"] = flowmon_cli.cmd_flows(args, out=out)
-        except BaseException as e:           # reported by the main thread
-            result["error"] = e
-        finally:
-            done.set()
-
-    t = threading.Thread(target=run)
-    t.start()
-    try:
-        url = "http://127.0.0.1:%d/metrics" % port
-        with hosts.server.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
-                hosts.client.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            rx.bind((str(hosts.server_ip), 0))
-            got = None
-            while not done.is_set():
-                try:
-                    with hosts.client.enter():
-                        got = scrape(url)
-                    break
-                except OSError:                 # not listening yet
-                    time.sleep(0.05)
-            assert got is not None, result
-            for p in (10, 20, 30):
-                tx.sendto(b"x" * p, rx.getsockname())
-            sport = tx.getsockname()[1]
-            want = sum(14 + 20 + 8 + p for p in (10, 20, 30))
-            labels = dict(interface="eth0", direction="egress", protocol="UDP", family="IPv4")
-            seen = 0
-            while not done.is_set():
-                with hosts.client.enter():      # idle timeout 0.3 s: exported, counted
-                    got = scrape(url)
-                seen = got.get(("pybpfnet_flow_bytes_total", frozenset(labels.items())), 0)
-                if seen >= want:
-                    break
-                time.sleep(0.1)
-            assert seen == want, (seen, want)
-    finally:
-        t.join()
-    assert "error" not in result, result.get("error")
-    assert result["rc"] == 0
+    with flows_cli(hosts, args, out) as (url, done), \
+            hosts.server.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            hosts.client.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind((str(hosts.server_ip), 0))
+        for p in (10, 20, 30):
+            tx.sendto(b"x" * p, rx.getsockname())
+        sport = tx.getsockname()[1]
+        want = sum(14 + 20 + 8 + p for p in (10, 20, 30))
+        labels = dict(interface="eth0", direction="egress", protocol="UDP", family="IPv4")
+        seen = 0
+        while not done.is_set():
+            with hosts.client.enter():      # idle timeout 0.3 s: exported, counted
+                got = scrape(url)
+            seen = got.get(("pybpfnet_flow_bytes_total", frozenset(labels.items())), 0)
+            if seen >= want:
+                break
+            time.sleep(0.1)
+        assert seen == want, (seen, want)
     assert [ln for ln in out.getvalue().splitlines() if '"sport":%d' % sport in ln]
     with hosts.client.enter(), pytest.raises(OSError):    # the server is gone
         scrape(url)
@@ -177,27 +190,11 @@ def test_flows_l7_cli_exports_http_metrics(hosts):
     """``pybpfnet flows eth0 --l7 --prometheus``: HTTP requests made over
     real TCP connections show up as hubble_http_requests/responses counters
     (method, protocol, status) and in the printed JSON lines."""
-    from pybpfnet.dataplanes import flowmon_cli
-    with hosts.client.enter():
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
     args = types.SimpleNamespace(
         iface=["eth0"], direction="both", json=True, seconds=8.0, rtt_hist=False,
         srtt=False, idle_timeout=0.3, active_timeout=60.0, max_flows=1024, names=None,
-        prometheus="127.0.0.1:%d" % port, html=None, l7=True)
+        prometheus="127.0.0.1:%d" % free_port(hosts), html=None, l7=True)
     out = io.StringIO()
-    done = threading.Event()
-    result = {}
-
-    def run():
-        try:
-            with hosts.client.enter():
-                result["rc"] = flowmon_cli.cmd_flows(args, out=out)
-        except BaseException as e:           # reported by the main thread
-            result["error"] = e
-        finally:
-            done.set()
 
     def answer(status):
         def handle(conn):
@@ -212,19 +209,8 @@ def test_flows_l7_cli_exports_http_metrics(hosts):
                          % (status, reason))
         return handle
 
-    t = threading.Thread(target=run)
-    t.start()
-    url = "http://127.0.0.1:%d/metrics" % port
-    try:
-        while True:
-            assert not done.is_set(), result
-            try:
-                with hosts.client.enter():
-                    scrape(url)
-                break
-            except OSError:                     # not listening yet
-                time.sleep(0.05)
-        sent = [("GET", "/a", 200), ("GET", "/b", 404), ("POST", "/c", 200)]
+    sent = [("GET", "/a", 200), ("GET", "/b", 404), ("POST", "/c", 200)]
+    with flows_cli(hosts, args, out) as (url, done):
         for method, path, status in sent:
             with hosts.server.create_server((str(hosts.server_ip), 8080)) as srv, \
                     serve_one(srv, answer(status)), \
@@ -252,10 +238,6 @@ def test_flows_l7_cli_exports_http_metrics(hosts):
                        if name == "hubble_http_requests_total"
                        and dict(labels)["protocol"] == "HTTP/1.1")
         assert requests == 3
-    finally:
-        t.join()
-    assert "error" not in result, result.get("error")
-    assert result["rc"] == 0
     lines = [json.loads(ln) for ln in out.getvalue().splitlines()]
     http = sorted((d["method"], d["path"], d["status"]) for d in lines if d.get("type") == "http")
     assert http == sorted(sent)
